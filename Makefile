@@ -1,0 +1,38 @@
+# qsocube: `make product` builds the default release, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel of torch lies on this machine's disk; any other request pulls a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+PROFILE ?= default
+RELEASE ?= products/$(PROFILE)
+BENCH_SIZE ?= small
+STAMP := $(VENV)/.installed
+
+.PHONY: install product test bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[train,analysis,scale,test]"
+	touch $(STAMP)
+
+product: install
+	$(BIN)/qsocube release --profile $(PROFILE) --out $(RELEASE)
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python -m bench --size $(BENCH_SIZE)
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache bench/results
+	find products -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

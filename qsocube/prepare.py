@@ -1,0 +1,49 @@
+"""From spec-lite files to model-ready arrays: the path shared by the builder and inference."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from qsocube.grid import WavelengthGrid
+from qsocube.preprocess import frame_batch, normalisation_factor, resample_chunked
+from qsocube.speclite import SpecLite
+
+
+@dataclass(frozen=True)
+class Prepared:
+    flux: np.ndarray  # (n, n_pix) float32, physical units, 0 where masked
+    ivar: np.ndarray  # (n, n_pix) float32
+    mask: np.ndarray  # (n, n_pix) uint8
+    covered_fraction: np.ndarray  # (n,) fraction of grid pixels with mask == 0
+    norm: np.ndarray  # (n,) float32, NaN where no valid pixel; <= 0 is unusable
+
+    def __len__(self) -> int:
+        return self.flux.shape[0]
+
+
+def prepare(spectra: Sequence[SpecLite], grid: WavelengthGrid, method: str = "rebin"
+            ) -> Prepared:
+    """Resample spectra onto ``grid`` and compute their normalisation factors."""
+    frame = frame_batch([s.start for s in spectra], [s.flux for s in spectra],
+                        [s.ivar for s in spectra], grid)
+    resampled = resample_chunked(frame, grid, method)
+    norm = normalisation_factor(resampled.flux, resampled.mask)
+    return Prepared(resampled.flux, resampled.ivar, resampled.mask,
+                    resampled.covered_fraction, norm)
+
+
+def usability(prepared: Prepared, min_covered_fraction: float) -> list[str | None]:
+    """Per spectrum, None if usable or the one-line reason why not."""
+    reasons: list[str | None] = []
+    for covered, norm in zip(prepared.covered_fraction, prepared.norm, strict=True):
+        if covered < min_covered_fraction:
+            reasons.append(f"covers {covered:.1%} of the grid, below the minimum "
+                           f"{min_covered_fraction:.0%}")
+        elif not np.isfinite(norm) or norm <= 0:
+            reasons.append("median flux over valid pixels is not positive")
+        else:
+            reasons.append(None)
+    return reasons
