@@ -2,7 +2,7 @@
 
 HDUs are read by index (some files have blank extension names); column names are
 matched case-insensitively (some files have upper-case names). Pixels whose
-``and_mask`` has any of the chosen bits set get ivar = 0, as SDSS recommends.
+``and_mask`` has any of the chosen bad-data bits set get ivar = 0.
 """
 
 from __future__ import annotations
@@ -21,6 +21,12 @@ SPEC_NAME = re.compile(r"^spec-(\d{4,})-(\d{5})-(\d{4})\.fits(\.gz)?$")
 META_COLUMNS = ("PLATE", "MJD", "FIBERID", "PLUG_RA", "PLUG_DEC", "Z", "CLASS", "ZWARNING",
                 "PLATESN2", "SN_MEDIAN_ALL", "THING_ID")
 ALL_AND_MASK_BITS = 0xFFFFFFFF
+# SPPIXMASK bits that mean the pixel's data are bad (NOPLUG, BADTRACE, BADFLAT, BADARC,
+# MANYREJECTED, NEARWHOPPER, WHOPPER, FULLREJECT, NODATA, COMBINEREJ, BADFLUXFACTOR).
+# Fibre-level warnings (MANYBADCOLUMNS, LARGESHIFT, BADSKYFIBER) and sky/informational
+# bits (NEARBADPIXEL, LOWFLAT, PARTIALREJECT, BRIGHTSKY, ...) would mask good pixels.
+BAD_PIXEL_BITS = (0, 1, 2, 3, 5, 8, 9, 18, 24, 25, 26)
+DEFAULT_AND_MASK_BITS = sum(1 << bit for bit in BAD_PIXEL_BITS)
 # A loglam value may sit this far (in pixels) off the 1e-4 dex frame: float32 rounding
 # of values near 3.6 is ~3e-3 pixels, so 0.05 catches real misalignment only.
 FRAME_TOLERANCE = 0.05
@@ -54,7 +60,7 @@ def _column(table: np.ndarray, name: str) -> np.ndarray | None:
     return None
 
 
-def read_spec_lite(path: str | Path, and_mask_bits: int = ALL_AND_MASK_BITS) -> SpecLite:
+def read_spec_lite(path: str | Path, and_mask_bits: int = DEFAULT_AND_MASK_BITS) -> SpecLite:
     """Read one spec-lite file; raise SpectrumError with a one-line reason if unusable."""
     path = Path(path)
     try:
