@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 STRING = h5py.string_dtype("utf-8")
-SPECTRUM_CHUNK = 256  # spectra per chunk: whole spectra, ~1.5 MB of float32 at 1500 pixels
+SPECTRUM_CHUNK = 64  # whole spectra per chunk: 384 kB of float32, inside h5py's 1 MB cache
 SPLIT_NAMES = ("train", "validation", "test")
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
@@ -68,10 +68,11 @@ def write_variable(group: h5py.Group, name: str, data: Any, spec: dict[str, Any]
     if values.ndim != len(spec["dims"]):
         raise ValueError(f"{group.name}/{name}: {values.ndim} dims, schema says {spec['dims']}")
     options: dict[str, Any] = {}
-    if dtype is not STRING and values.size:
+    if dtype is not STRING and (values.size or maxshape is not None):
         options.update(compression="gzip", compression_opts=4, shuffle=True, fletcher32=True)
         if spec.get("chunked") or maxshape is not None:
-            options["chunks"] = (min(SPECTRUM_CHUNK, max(values.shape[0], 1)),) + values.shape[1:]
+            rows = SPECTRUM_CHUNK if maxshape is not None else min(SPECTRUM_CHUNK, values.shape[0])
+            options["chunks"] = (max(rows, 1),) + values.shape[1:]
     if name in group:
         del group[name]
     dataset = group.create_dataset(name, data=values, dtype=dtype, maxshape=maxshape, **options)

@@ -1,0 +1,99 @@
+"""The spec-lite reader on real files and on every kind of bad input."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qsocube.speclite import SpectrumError, _read_astropy, _read_fast, read_spec_lite
+
+
+def test_real_files_fast_reader_matches_astropy(real_spectra: Path):
+    files = sorted(real_spectra.glob("spec-*.fits"))
+    assert len(files) == 258
+    for path in files[::20]:
+        fast, fast_meta = _read_fast(path)
+        slow, slow_meta = _read_astropy(path)
+        for name in ("flux", "loglam", "ivar", "and_mask"):
+            np.testing.assert_array_equal(fast[name], slow[name])
+        assert set(fast_meta) == set(slow_meta)
+
+
+def test_real_metadata_matches_manifest(real_spectra: Path):
+    with open(real_spectra.parent / "MANIFEST.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows[::10]:
+        spectrum = read_spec_lite(real_spectra / row["file"])
+        assert spectrum.meta["CLASS"] == row["CLASS"]
+        assert spectrum.meta["Z"] == pytest.approx(float(row["Z"]), rel=1e-6)
+        assert int(spectrum.meta["PLATE"]) == int(row["PLATE"])
+        assert 10 ** (spectrum.start * 1e-4) == pytest.approx(float(row["wave_min"]), rel=2e-4)
+
+
+def _flat(tmp_path: Path, spec_writer, **kwargs) -> Path:
+    flux = kwargs.pop("flux", np.ones(4600, np.float32))
+    return spec_writer(tmp_path / "spec-4000-55555-0001.fits", 35500, flux, **kwargs)
+
+
+def test_good_file_reads(tmp_path, spec_writer):
+    spectrum = read_spec_lite(_flat(tmp_path, spec_writer))
+    assert spectrum.start == 35500 and spectrum.spec_id == "4000-55555-0001"
+    assert spectrum.meta["SN_MEDIAN_ALL"] == pytest.approx(20.0)
+
+
+def test_and_mask_bad_bits_zero_ivar_and_sky_bits_do_not(tmp_path, spec_writer):
+    and_mask = np.zeros(4600, np.int32)
+    and_mask[10:20] = 1 << 24  # NODATA
+    and_mask[30:40] = 1 << 23  # BRIGHTSKY: informational
+    spectrum = read_spec_lite(_flat(tmp_path, spec_writer, and_mask=and_mask))
+    assert (spectrum.ivar[10:20] == 0).all() and (spectrum.ivar[30:40] > 0).all()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "not a readable FITS file"),
+    ("text", "not a readable FITS file"),
+    ("nan_flux", "NaN or inf"),
+    ("zero_ivar", "no pixel with ivar > 0"),
+    ("negative_ivar", "negative"),
+])
+def test_bad_files_raise_one_line_errors(tmp_path, spec_writer, damage, message):
+    flux = np.ones(4600, np.float32)
+    ivar = np.ones(4600, np.float32)
+    if damage == "nan_flux":
+        flux[100] = np.nan
+    if damage == "zero_ivar":
+        ivar[:] = 0
+    if damage == "negative_ivar":
+        ivar[5] = -1
+    path = _flat(tmp_path, spec_writer, flux=flux, ivar=ivar)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:9000])
+    if damage == "text":
+        path.write_text("this is not FITS\n")
+    with pytest.raises(SpectrumError) as info:
+        read_spec_lite(path)
+    text = str(info.value)
+    assert message in text and str(path) in text and "\n" not in text
+
+
+def test_missing_column_and_off_grid_loglam(tmp_path):
+    from astropy.io import fits
+
+    path = tmp_path / "spec-4000-55555-0002.fits"
+    table = fits.BinTableHDU.from_columns([fits.Column("flux", "E", array=np.ones(10)),
+                                           fits.Column("ivar", "E", array=np.ones(10))])
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(path)
+    with pytest.raises(SpectrumError, match="no 'loglam' column"):
+        read_spec_lite(path)
+    for loglam, reason in ((3.55 + np.arange(10) * 1.3e-4, "not on the SDSS 1e-4 dex grid"),
+                           (3.55 - np.arange(10) * 1e-4, "not increasing")):
+        table = fits.BinTableHDU.from_columns([
+            fits.Column("flux", "E", array=np.ones(10)),
+            fits.Column("ivar", "E", array=np.ones(10)),
+            fits.Column("loglam", "E", array=loglam)])
+        fits.HDUList([fits.PrimaryHDU(), table]).writeto(path, overwrite=True)
+        with pytest.raises(SpectrumError, match=reason):
+            read_spec_lite(path)
