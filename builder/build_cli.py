@@ -28,6 +28,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wave-max", type=float, default=9000.0)
     parser.add_argument("--source", default=None, help="'SDSS' or 'simulated' (default: "
                         "simulated if a truth table is given)")
+    parser.add_argument("--batch-size", type=int, default=1024,
+                        help="files per partition (bounds memory; the unit of parallel work)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="read and resample on a local Dask cluster with this many workers")
+    parser.add_argument("--scheduler", default=None,
+                        help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing cube")
 
 
@@ -40,11 +46,13 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{option} {path}: no such file")
     config = BuildConfig(min_snr=args.min_snr, coverage=args.coverage,
                          min_covered_fraction=args.min_covered_fraction, method=args.method,
-                         n_pix=args.n_pix, wave_min=args.wave_min, wave_max=args.wave_max)
+                         n_pix=args.n_pix, wave_min=args.wave_min, wave_max=args.wave_max,
+                         batch_size=args.batch_size)
     source = args.source or ("simulated" if args.truth else "SDSS")
     try:
         build_cube(args.spectra, args.out, catalog_path=args.catalog, truth_path=args.truth,
-                   config=config, source=source, overwrite=args.overwrite)
+                   config=config, source=source, overwrite=args.overwrite,
+                   scheduler=args.scheduler, workers=args.workers)
     except CatalogError as exc:
         raise UsageError(str(exc)) from None
     return 0

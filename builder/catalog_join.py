@@ -14,7 +14,7 @@ import numpy as np
 
 from builder.dr16q import Catalog, read_catalog
 from qsocube.cube import load_schema
-from qsocube.speclite import SpecLite, spec_id
+from qsocube.speclite import spec_id
 
 HDU2_SOURCES = {"RA": "PLUG_RA", "DEC": "PLUG_DEC", "Z": "Z", "MJD": "MJD", "PLATE": "PLATE",
                 "FIBERID": "FIBERID", "PLATESN2": "PLATESN2", "SN_MEDIAN_ALL": "SN_MEDIAN_ALL",
@@ -41,8 +41,10 @@ class CatalogIndex:
                                                      strict=True)]
         return cls(catalog, {key: row for row, key in enumerate(keys)})
 
-    def snr(self, key: str) -> float:
-        return float(self.catalog.columns["SN_MEDIAN_ALL"][self.index[key]])
+    def snr_by_key(self) -> dict[str, float]:
+        """SN_MEDIAN_ALL by PLATE-MJD-FIBERID: all a partition needs of the catalogue."""
+        snr = self.catalog.columns["SN_MEDIAN_ALL"]
+        return {key: float(snr[row]) for key, row in self.index.items()}
 
     def without_spectrum(self, seen: dict[str, str]) -> list[str]:
         return sorted(key for key in self.index if key not in seen)
@@ -56,9 +58,10 @@ def _fill(dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     return np.full(shape, -1, dtype=np.int64)
 
 
-def catalog_columns(spectra: Sequence[SpecLite], catalog: CatalogIndex | None
+def catalog_columns(spectra: Sequence, catalog: CatalogIndex | None
                     ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, str]]]:
-    """Arrays for /catalog along the cube's spectra, and extra attributes per column."""
+    """Arrays for /catalog along the cube's spectra (records with ``spec_id`` and ``meta``),
+    and extra attributes per column."""
     n = len(spectra)
     specs = catalog_variables()
     columns: dict[str, np.ndarray] = {}

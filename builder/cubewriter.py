@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from builder.catalog_join import catalog_columns
+from builder.partition import Partition, Record
 from qsocube import PRODUCT_VERSION, __version__
 from qsocube.atomic import temporary_beside
 from qsocube.cube import (
@@ -24,9 +25,7 @@ from qsocube.cube import (
     write_variable,
 )
 from qsocube.grid import WavelengthGrid
-from qsocube.prepare import Prepared
 from qsocube.preprocess import NORMALISATION
-from qsocube.speclite import SpecLite
 
 ROW_VARIABLES = ("flux", "ivar", "mask")
 
@@ -48,7 +47,7 @@ class CubeWriter:
         self.target, self.grid = Path(target), grid
         self.tmp = temporary_beside(self.target)
         self.count = 0
-        self.spectra: list[SpecLite] = []
+        self.records: list[Record] = []
         self.norm: list[np.ndarray] = []
         self.covered: list[np.ndarray] = []
 
@@ -63,35 +62,45 @@ class CubeWriter:
             write_variable(self.file, name, empty, maxshape=(None, self.grid.n_pix))
         return self
 
-    def append(self, spectra: list[SpecLite], prepared: Prepared, keep: np.ndarray) -> None:
+    def append(self, part: Partition, seen: dict[str, str]) -> list[tuple[str, str]]:
+        """Append a partition's accepted rows; return the duplicates it rejected."""
+        duplicates: list[tuple[str, str]] = []
+        keep = np.ones(len(part.records), bool)
+        for row, record in enumerate(part.records):
+            if record.spec_id in seen:
+                keep[row] = False
+                duplicates.append((record.name, f"duplicate PLATE-MJD-FIBER {record.spec_id} "
+                                                f"(first seen in {seen[record.spec_id]})"))
+            else:
+                seen[record.spec_id] = record.name
         n_new = int(keep.sum())
         if n_new == 0:
-            return
+            return duplicates
         lo, hi = self.count, self.count + n_new
         for name in ROW_VARIABLES:
             dataset = self.file[name]
             dataset.resize(hi, axis=0)
-            dataset[lo:hi] = getattr(prepared, name)[keep]
-        self.spectra += spectra
-        self.norm.append(prepared.norm[keep])
-        self.covered.append(prepared.covered_fraction[keep])
+            dataset[lo:hi] = getattr(part.prepared, name)[keep]
+        self.records += [r for r, k in zip(part.records, keep, strict=True) if k]
+        self.norm.append(part.prepared.norm[keep])
+        self.covered.append(part.prepared.covered_fraction[keep])
         self.count = hi
+        return duplicates
 
     def finish(self, *, catalog, truth_path: Path | None, rejected: list[tuple[str, str]],
                config, source: str, catalog_path: Path | None) -> str:
         f = self.file
         f["spectrum"].resize(self.count, axis=0)
         f["spectrum"][...] = np.arange(self.count)
-        ids = [s.spec_id for s in self.spectra]
+        ids = [r.spec_id for r in self.records]
         write_variable(f, "spec_id", ids)
-        write_variable(f, "source_file", [s.path.name for s in self.spectra])
-        shas = [file_sha256(s.path) for s in self.spectra]
-        write_variable(f, "source_sha256", shas)
+        write_variable(f, "source_file", [r.name for r in self.records])
+        write_variable(f, "source_sha256", [r.sha256 for r in self.records])
         write_variable(f, "norm", _concat(self.norm))
         write_variable(f, "covered_fraction", _concat(self.covered))
         write_variable(f, "split", split_of(ids))
         group = f.create_group("catalog")
-        columns, extra = catalog_columns(self.spectra, catalog)
+        columns, extra = catalog_columns(self.records, catalog)
         for name, values in columns.items():
             write_variable(group, name, values, attrs=extra.get(name))
         group = f.create_group("rejected")
@@ -100,8 +109,7 @@ class CubeWriter:
         write_variable(group, "reason", [r[1] for r in rejected])
         if truth_path is not None:
             _write_truth(f.create_group("truth"), truth_path, ids)
-        input_lines = sorted(f"{s.path.name} {sha}" for s, sha in zip(self.spectra, shas,
-                                                                        strict=True))
+        input_lines = sorted(f"{r.name} {r.sha256}" for r in self.records)
         for extra_input in (catalog_path, truth_path):
             if extra_input is not None:
                 input_lines.append(f"{Path(extra_input).name} {file_sha256(extra_input)}")
@@ -110,7 +118,7 @@ class CubeWriter:
         attrs = {
             "product_version": PRODUCT_VERSION, "schema_version": schema_version(),
             "Conventions": "CF-1.10", "title": "qsocube: quasar spectra on a common grid",
-            "history": f"{now} built by qsocube {__version__} from {len(self.spectra)} spectra",
+            "history": f"{now} built by qsocube {__version__} from {len(self.records)} spectra",
             "source": source, "build_config": config.to_json(),
             "build_config_sha256": config.sha256(), "software_version": __version__,
             "git_commit": git_commit(), "inputs_sha256": inputs_sha,

@@ -1,0 +1,51 @@
+"""Run partitions serially or on a Dask cluster, yielding results in submission order.
+
+At most ``window`` partitions are in flight, so memory is bounded by the partition size
+times the window, not by the survey size. HDF5 has one writer: results come back here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
+    """A client for an existing scheduler, or a LocalCluster on the loopback interface."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    n_workers = workers or os.cpu_count() or 1
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                           host="127.0.0.1", dashboard_address=None)
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def ordered_map(func: Callable[..., Any], items: Sequence[Any], *args: Any,
+                client: Any | None = None, window: int | None = None) -> Iterator[Any]:
+    """``func(item, *args)`` for each item, in order; on ``client`` when one is given."""
+    if client is None:
+        for item in items:
+            yield func(item, *args)
+        return
+    shared = [client.scatter(arg, broadcast=True) if _large(arg) else arg for arg in args]
+    window = window or 2 * max(len(client.scheduler_info()["workers"]), 1)
+    pending: deque = deque()
+    for item in items:
+        pending.append(client.submit(func, item, *shared, pure=False))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _large(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) > 1000

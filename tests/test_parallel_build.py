@@ -1,0 +1,26 @@
+"""The Dask path of the build gives the same cube as the serial path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from builder.build import BuildConfig, build_cube
+
+VARIABLES = ("flux", "ivar", "mask", "norm", "split", "spec_id", "catalog/Z", "catalog/PLATE")
+
+
+def test_local_cluster_build_equals_serial(real_spectra: Path, tmp_path: Path):
+    pytest.importorskip("dask.distributed")
+    config = BuildConfig(min_snr=0, batch_size=40)
+    serial, parallel = tmp_path / "serial.h5", tmp_path / "parallel.h5"
+    build_cube([real_spectra], serial, config=config, report=lambda _: None)
+    build_cube([real_spectra], parallel, config=config, workers=2, report=lambda _: None)
+    with h5py.File(serial) as a, h5py.File(parallel) as b:
+        for name in VARIABLES:
+            np.testing.assert_array_equal(a[name][...], b[name][...], err_msg=name)
+        assert a.attrs["inputs_sha256"] == b.attrs["inputs_sha256"]
+        np.testing.assert_array_equal(a["rejected/reason"][...], b["rejected/reason"][...])
