@@ -1,0 +1,1 @@
+"""Benchmarks: each stage's throughput against a reference implementation and a hardware bound."""
