@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import gzip
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 BLOCK = 2880
-CARD = 80
+CARD_LENGTH = 80
 CODES = {"L": "i1", "B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8",
          "C": ">c8", "M": ">c16"}
 
@@ -31,7 +32,7 @@ class Broken(Exception):
 
 @dataclass
 class Table:
-    header: dict[str, object]
+    header: Header
     raw: memoryview
     columns: dict[str, tuple[int, str, int]]  # lower-case name -> (byte offset, dtype, repeat)
 
@@ -55,6 +56,9 @@ class Table:
                            "itemsize": row})
         values = np.frombuffer(self.raw, layout, count=self.n_rows)["v"]
         return values.astype(values.dtype.newbyteorder("="))
+
+
+END_CARD = b"END" + b" " * 77
 
 
 def _value(text: str) -> object:
@@ -81,23 +85,45 @@ def _value(text: str) -> object:
             return text
 
 
-def _header(data: bytes, start: int) -> tuple[dict[str, object], int]:
-    header: dict[str, object] = {}
+class Header(dict):
+    """Card values kept raw and parsed on first access: a BOSS SPALL header has ~500
+    cards and only a few are read, so parsing them all would dominate reading time."""
+
+    def __getitem__(self, key: str) -> object:
+        value = dict.__getitem__(self, key)
+        if isinstance(value, _Raw):
+            value = _value(value)
+            dict.__setitem__(self, key, value)
+        return value
+
+    def get(self, key: str, default: object = None) -> object:
+        return self[key] if key in self else default
+
+    def raw(self, key: str) -> str:
+        return str(dict.__getitem__(self, key))
+
+
+class _Raw(str):
+    """An unparsed card value."""
+
+
+def _header(data: bytes, start: int) -> tuple[Header, int]:
+    header = Header()
     position = start
     while True:
         if position + BLOCK > len(data):
             raise Broken("truncated header")
-        for card_start in range(position, position + BLOCK, CARD):
-            card = data[card_start:card_start + CARD].decode("ascii", "replace")
-            key = card[:8].strip()
-            if key == "END":
-                return header, position + BLOCK
+        block = data[position:position + BLOCK].decode("ascii", "replace")
+        for card_start in range(0, BLOCK, CARD_LENGTH):
+            card = block[card_start:card_start + CARD_LENGTH]
             if card[8:10] == "= ":
-                header[key] = _value(card[10:])
+                header.setdefault(card[:8].rstrip(), _Raw(card[10:]))
+            elif card.startswith("END "):
+                return header, position + BLOCK
         position += BLOCK
 
 
-def _data_size(header: dict[str, object]) -> int:
+def _data_size(header: Header) -> int:
     naxis = int(header.get("NAXIS", 0))
     if naxis == 0:
         return 0
@@ -108,11 +134,31 @@ def _data_size(header: dict[str, object]) -> int:
     return -(-size // BLOCK) * BLOCK
 
 
-def _columns(header: dict[str, object]) -> dict[str, tuple[int, str, int]]:
+def _columns(header: Header) -> dict[str, tuple[int, str, int]]:
+    n_fields = int(header.get("TFIELDS", 0))
+    try:
+        forms = tuple(header.raw(f"TFORM{i}") for i in range(1, n_fields + 1))
+    except KeyError:
+        raise Broken("a column has no TFORM") from None
+    names = tuple(header.raw(f"TTYPE{i}") if f"TTYPE{i}" in header else ""
+                  for i in range(1, n_fields + 1))
+    scaled = tuple(f"TSCAL{i}" in header or f"TZERO{i}" in header
+                   for i in range(1, n_fields + 1))
+    columns, row_bytes = _layout(forms, names, scaled)
+    if row_bytes != int(header.get("NAXIS1", -1)):
+        raise Broken("row size does not match the column formats")
+    return columns
+
+
+@lru_cache(maxsize=64)
+def _layout(forms: tuple[str, ...], names: tuple[str, ...], scaled: tuple[bool, ...]
+            ) -> tuple[dict[str, tuple[int, str, int]], int]:
+    """Column offsets of a table layout; cached because a survey's files share layouts."""
     columns: dict[str, tuple[int, str, int]] = {}
     offset = 0
-    for index in range(1, int(header.get("TFIELDS", 0)) + 1):
-        form = str(header[f"TFORM{index}"]).strip()
+    for index, (raw_form, raw_name, is_scaled) in enumerate(zip(forms, names, scaled,
+                                                                strict=True), start=1):
+        form = str(_value(raw_form)).strip()
         digits = len(form) - len(form.lstrip("0123456789"))
         repeat = int(form[:digits]) if digits else 1
         code = form[digits:digits + 1]
@@ -126,14 +172,11 @@ def _columns(header: dict[str, object]) -> dict[str, tuple[int, str, int]]:
             dtype, width = CODES[code], repeat * np.dtype(CODES[code]).itemsize
         else:
             raise Broken(f"unknown TFORM {form}")
-        name = str(header.get(f"TTYPE{index}", f"col{index}")).lower()
-        scaled = f"TSCAL{index}" in header or f"TZERO{index}" in header
-        if not scaled:
+        name = str(_value(raw_name)).strip().lower() if raw_name else f"col{index}"
+        if not is_scaled:
             columns.setdefault(name, (offset, dtype, repeat if code != "A" else 1))
         offset += width
-    if offset != int(header.get("NAXIS1", -1)):
-        raise Broken("row size does not match the column formats")
-    return columns
+    return columns, offset
 
 
 def read_tables(path: Path, wanted: int) -> list[Table]:

@@ -207,14 +207,19 @@ def resample_chunked(frame: FrameBatch, grid: WavelengthGrid, method: str = "reb
 
 
 def normalisation_factor(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Median flux over valid pixels per spectrum; NaN where there is none."""
-    masked = np.where(mask == 0, flux, np.nan)
-    with np.errstate(all="ignore"):
-        import warnings
+    """Median flux over valid pixels per spectrum; NaN where there is none.
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmedian(masked, axis=1).astype(np.float32)
+    One sort of the whole batch (invalid pixels pushed to the end as +inf), which is
+    several times faster than nanmedian's per-row loop.
+    """
+    valid = mask == 0
+    ordered = np.sort(np.where(valid, flux, np.float32(np.inf)).astype(np.float32), axis=1)
+    n_valid = valid.sum(axis=1)
+    lo = np.clip((n_valid - 1) // 2, 0, None)[:, None]
+    hi = np.clip(n_valid // 2, 0, flux.shape[1] - 1)[:, None]
+    middle = 0.5 * (np.take_along_axis(ordered, lo, 1).astype(np.float64)
+                    + np.take_along_axis(ordered, hi, 1))
+    return np.where(n_valid > 0, middle[:, 0], np.nan).astype(np.float32)
 
 
 def model_input(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, norm: np.ndarray
