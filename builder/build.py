@@ -21,6 +21,7 @@ from builder.inputs import find_spectra
 from builder.parallel import dask_client, ordered_map
 from builder.partition import process_partition
 from qsocube.grid import WavelengthGrid
+from qsocube.prepare import DEFAULT_MIN_COVERED_FRACTION
 from qsocube.progress import Rate, say
 
 
@@ -28,7 +29,7 @@ from qsocube.progress import Rate, say
 class BuildConfig:
     min_snr: float = 10.0  # the seed's "snr10" sample
     coverage: str = "partial"  # "partial": keep >= min_covered_fraction; "full": the seed's rule
-    min_covered_fraction: float = 0.8
+    min_covered_fraction: float = DEFAULT_MIN_COVERED_FRACTION
     method: str = "rebin"
     n_pix: int = 1500
     wave_min: float = 3625.0

@@ -11,6 +11,10 @@ from qsocube.grid import WavelengthGrid
 from qsocube.preprocess import frame_batch, normalisation_factor, resample_chunked
 from qsocube.speclite import SpecLite
 
+# Spectra with fewer valid grid pixels are left out of the cube, and flagged by inference:
+# below this, the masked part would dominate what the encoder sees.
+DEFAULT_MIN_COVERED_FRACTION = 0.8
+
 
 @dataclass(frozen=True)
 class Prepared:

@@ -1,0 +1,237 @@
+"""Benchmark of ``qsocube encode``: onnxruntime against torch eager, and files to output.
+
+* The encoder is an MLP of the real architecture (n_pix -> 256 -> 128 -> (mu, logvar),
+  leaky ReLU) with its decoder mirror, exported here with ``torch.onnx.export`` and given
+  the contract's metadata, so the product path (``inference.Encoder``) loads it.
+* In-memory rates at batch 1, 64 and 4,096: ``Encoder.latent`` (onnxruntime) against the
+  same torch module in eager mode, same threads, rounds interleaved and the best round kept
+  (this machine is shared: the best round is the least disturbed one).
+* End to end: ``qsocube encode`` from spec-lite FITS files to an .h5 file, against the
+  straightforward reference (one file at a time: read, resample, encode at batch 1).
+* The hardware bound: the float32 GEMM rate onnxruntime reaches on a large square product,
+  turned into spectra/s by the encoder's FLOPs per spectrum.
+
+This module may import torch and onnx (benchmarks are not the product).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_SPECTRA = ROOT.parent / "shared" / "data" / "sdss" / "spectra"
+LATENT = 9
+SIZES = {"small": {"seconds": 0.4, "rounds": 4, "repeat_files": 2},
+         "full": {"seconds": 1.5, "rounds": 8, "repeat_files": 20}}
+
+
+def _mlp(sizes: list[int]):
+    import torch
+
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.LeakyReLU(0.01))
+    return torch.nn.Sequential(*layers)
+
+
+def build_models(folder: Path, n_pix: int, latent: int = LATENT):
+    """Export an encoder/decoder pair with the contract's metadata; return the torch encoder."""
+    import onnx
+    import torch
+
+    from qsocube import PRODUCT_VERSION
+    from qsocube.cube import schema_version
+    from qsocube.grid import DEFAULT_GRID
+    from qsocube.preprocess import NORMALISATION
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = _mlp([n_pix, 256, 128])
+            self.act = torch.nn.LeakyReLU(0.01)
+            self.mu, self.logvar = torch.nn.Linear(128, latent), torch.nn.Linear(128, latent)
+
+        def forward(self, x):
+            h = self.act(self.body(x))
+            return self.mu(h), self.logvar(h)
+
+    torch.manual_seed(0)
+    encoder, decoder = Encoder().eval(), _mlp([latent, 128, 256, n_pix]).eval()
+    stem = f"bench_latent{latent:02d}"
+    paths = {"encoder": folder / f"{stem}_encoder.onnx", "decoder": folder / f"{stem}_decoder.onnx"}
+    common = {"product_version": PRODUCT_VERSION, "schema_version": schema_version(),
+              "latent_size": str(latent), "lambda": "1", "alpha": "0",
+              "grid": DEFAULT_GRID.to_json(), "grid_sha256": DEFAULT_GRID.sha256,
+              "normalisation": NORMALISATION, "resampling_method": "rebin",
+              "input_layout": "x = flux / norm, 0 on masked pixels", "cube_sha256": "0" * 64}
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(encoder, (torch.zeros(2, n_pix),), paths["encoder"], dynamo=False,
+                          input_names=["x"], output_names=["mu", "logvar"], opset_version=17,
+                          dynamic_axes={"x": {0: "batch"}, "mu": {0: "batch"},
+                                        "logvar": {0: "batch"}})
+        torch.onnx.export(decoder, (torch.zeros(2, latent),), paths["decoder"], dynamo=False,
+                          input_names=["z"], output_names=["x_hat"], opset_version=17,
+                          dynamic_axes={"z": {0: "batch"}, "x_hat": {0: "batch"}})
+    quantiles = np.linspace(0.0, 1.0, 1001).tolist()
+    for role, other in (("encoder", "decoder"), ("decoder", "encoder")):
+        model = onnx.load(paths[role])
+        meta = {**common, "role": role, "partner": paths[other].name}
+        if role == "encoder":
+            meta["train_recon_mse_quantiles"] = str(quantiles)
+        onnx.helper.set_model_props(model, meta)
+        onnx.save(model, paths[role])
+    return encoder, paths["encoder"]
+
+
+def _best_rates(calls: dict, batch: int, seconds: float, rounds: int) -> dict[str, float]:
+    """Spectra/s of each callable: rounds interleaved, best round kept."""
+    best = dict.fromkeys(calls, 0.0)
+    for fn in calls.values():
+        fn()  # warm up (allocations, lazy init)
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            count, start = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < seconds:
+                fn()
+                count += 1
+            best[name] = max(best[name], count * batch / elapsed)
+    return best
+
+
+def gemm_bound(threads: int, n: int = 1536) -> float:
+    """Float32 GFLOP/s of onnxruntime's GEMM on a square product (the machine's ceiling)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from inference.model import session_options
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+        [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    session = ort.InferenceSession(model.SerializeToString(), session_options(threads),
+                                   providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    rate = _best_rates({"gemm": lambda: session.run(None, {"a": a, "b": a})}, 1, 0.5, 3)
+    del onnx
+    return rate["gemm"] * 2 * n**3 / 1e9
+
+
+def _fits_inputs(folder: Path, repeat: int) -> tuple[list[str], int]:
+    files = sorted(str(p) for p in REAL_SPECTRA.glob("spec-*.fits")) if REAL_SPECTRA.is_dir() \
+        else []
+    if not files:  # no real data: synthetic spec-lite files in the same format
+        import sys
+
+        sys.path.insert(0, str(ROOT / "tests"))
+        from test_inference_fixture import build_pair, draw, write_spec_lite
+
+        pair = build_pair(folder / "fixture")
+        flux, _ = draw(np.random.default_rng(0), pair, 200)
+        files = [str(write_spec_lite(folder / f"spec-7000-57000-{i + 1:04d}.fits", (3550, 10300),
+                                     f, pair.grid, {"PLATE": 7000, "MJD": 57000,
+                                                    "FIBERID": i + 1}))
+                 for i, f in enumerate(flux)]
+    return files * repeat, len(files) * repeat
+
+
+def end_to_end(encoder_path: Path, folder: Path, repeat: int) -> dict[str, float]:
+    """``qsocube encode`` FITS -> .h5, and the one-file-at-a-time reference."""
+    from inference import Encoder
+    from qsocube.cli import main
+    from qsocube.prepare import prepare
+    from qsocube.preprocess import model_input
+    from qsocube.speclite import SpectrumError, read_spec_lite
+
+    inputs, n = _fits_inputs(folder, repeat)
+    start = time.perf_counter()
+    with contextlib.redirect_stderr(io.StringIO()):
+        code = main(["encode", "--model", str(encoder_path), "--out", str(folder / "out.h5"),
+                     "--overwrite", *inputs])
+    product = n / (time.perf_counter() - start)
+    encoder = Encoder(encoder_path)
+    reference_files = inputs[: min(n, 300)]
+    start = time.perf_counter()
+    for path in reference_files:
+        try:
+            prepared = prepare([read_spec_lite(path)], encoder.grid)
+        except SpectrumError:
+            continue
+        x, _ = model_input(prepared.flux, prepared.ivar, prepared.mask, prepared.norm)
+        encoder.latent(x)
+    reference = len(reference_files) / (time.perf_counter() - start)
+    return {"files": n, "exit_code": code, "product_spectra_per_s": product,
+            "reference_spectra_per_s": reference, "ratio": product / reference}
+
+
+def run(size: str = "small") -> dict:
+    import torch
+
+    from inference import Encoder
+    from inference.model import default_threads
+    from qsocube.grid import DEFAULT_GRID
+
+    settings = SIZES[size]
+    threads = default_threads()
+    torch.set_num_threads(threads)
+    n_pix = DEFAULT_GRID.n_pix
+    flops = 2 * (n_pix * 256 + 256 * 128 + 2 * 128 * LATENT)  # per spectrum, encoder only
+    result: dict = {"size": size, "threads": threads, "latent_size": LATENT,
+                    "flops_per_spectrum": flops, "batches": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        torch_encoder, encoder_path = build_models(folder, n_pix)
+        encoder = Encoder(encoder_path)
+        rng = np.random.default_rng(0)
+        for batch in (1, 64, 4096):
+            x = rng.random((batch, n_pix), dtype=np.float32)
+            tx = torch.from_numpy(x)
+            with torch.inference_mode():
+                diff = float(np.max(np.abs(encoder.latent(x)[0] - torch_encoder(tx)[0].numpy())))
+
+                def eager(tx=tx):
+                    with torch.inference_mode():
+                        return torch_encoder(tx)
+
+                rates = _best_rates({"onnxruntime": lambda x=x: encoder.latent(x),
+                                     "torch_eager": eager}, batch, settings["seconds"],
+                                    settings["rounds"])
+            rates["speedup"] = rates["onnxruntime"] / rates["torch_eager"]
+            rates["max_abs_diff_mu"] = diff
+            result["batches"][batch] = rates
+        x = rng.random((4096, n_pix), dtype=np.float32)
+        full = _best_rates({"encode": lambda: encoder.encode(x * 10 + 1, np.ones_like(x))},
+                           4096, settings["seconds"], 2)
+        result["encode_api_with_decoder_and_metrics_4096_per_s"] = full["encode"]
+        result["gemm_gflops"] = gemm_bound(threads)
+        result["bound_spectra_per_s"] = result["gemm_gflops"] * 1e9 / flops
+        best = result["batches"][4096]["onnxruntime"]
+        result["fraction_of_bound_4096"] = best / result["bound_spectra_per_s"]
+        result["end_to_end"] = end_to_end(encoder_path, folder, settings["repeat_files"])
+    b = result["batches"]
+    result["targets"] = {
+        "ort_at_least_torch_every_batch": all(v["speedup"] >= 1 for v in b.values()),
+        "ort_2x_torch_at_batch_1": b[1]["speedup"] >= 2,
+        "ort_150k_per_s_at_4096": b[4096]["onnxruntime"] >= 150_000,
+    }
+    return result
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(run(sys.argv[1] if len(sys.argv) > 1 else "small"), indent=1))

@@ -1,0 +1,189 @@
+"""Load a release's ONNX encoder/decoder pair and check it against this software's preprocessing.
+
+Only onnxruntime is needed (never onnx or torch). Every check failure raises ``ModelError``
+with one line that names the file and says what differs, so ``qsocube encode`` can print it
+and exit 2 before touching any input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from qsocube.cli import UsageError
+from qsocube.cube import schema_version
+from qsocube.grid import WavelengthGrid
+from qsocube.preprocess import METHODS, NORMALISATION
+
+REQUIRED = ("product_version", "schema_version", "role", "partner", "latent_size", "grid",
+            "grid_sha256", "normalisation", "resampling_method", "input_layout")
+N_QUANTILES = 1001
+MAX_THREADS = 8  # the MLP is small: beyond a few cores the threads mostly wait on each other
+# Below this many rows a call runs on a single-threaded session: waking and joining worker
+# threads costs more than they save on a few rows (measured ~1.2-2x faster at batch 1).
+SMALL_BATCH = 32
+
+
+class ModelError(UsageError):
+    """A model file that cannot be used: one line, exit code 2."""
+
+
+def default_threads() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity), capped."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    return max(1, min(available, MAX_THREADS))
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1  # a chain of matmuls: no parallel branches to run
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning workers would burn the cores that read and resample the next batch.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
+def open_session(path: Path, threads: int | None) -> ort.InferenceSession:
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    try:
+        return ort.InferenceSession(str(path), session_options(threads),
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types per failure
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: not a readable ONNX model ({first})") from None
+
+
+def metadata(session: ort.InferenceSession, path: Path) -> dict[str, str]:
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    missing = [key for key in REQUIRED if key not in meta]
+    if missing:
+        raise ModelError(f"{path}: not a qsocube model, metadata lacks {', '.join(missing)}")
+    return meta
+
+
+def _dim(value: object) -> int | None:
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _check_io(session: ort.InferenceSession, path: Path, inputs: str, outputs: tuple[str, ...],
+              width_in: int, width_out: int) -> None:
+    """Names and fixed widths of the graph's inputs/outputs (the batch dimension is free)."""
+    got_in = [i.name for i in session.get_inputs()]
+    got_out = [o.name for o in session.get_outputs()]
+    if got_in != [inputs] or any(name not in got_out for name in outputs):
+        raise ModelError(f"{path}: graph has inputs {got_in} and outputs {got_out}, "
+                         f"expected input '{inputs}' and outputs {list(outputs)}")
+    width = _dim(session.get_inputs()[0].shape[-1])
+    if width is not None and width != width_in:
+        raise ModelError(f"{path}: input '{inputs}' has width {width}, metadata says {width_in}")
+    for out in session.get_outputs():
+        width = _dim(out.shape[-1]) if out.name in outputs else None
+        if width is not None and width != width_out:
+            raise ModelError(f"{path}: output '{out.name}' has width {width}, "
+                             f"metadata says {width_out}")
+
+
+def check_preprocessing(meta: dict[str, str], path: Path) -> WavelengthGrid:
+    """The model's preprocessing must be exactly what this software does; return its grid."""
+    try:
+        grid = WavelengthGrid.from_json(meta["grid"])
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"{path}: metadata 'grid' is not a wavelength grid ({exc})") from None
+    if grid.sha256 != meta["grid_sha256"]:
+        raise ModelError(f"{path}: grid differs: this software computes sha256 {grid.sha256[:12]}"
+                         f" for the model's grid {meta['grid']}, the model says "
+                         f"{meta['grid_sha256'][:12]}")
+    if meta["normalisation"] != NORMALISATION:
+        raise ModelError(f"{path}: normalisation differs: model '{meta['normalisation']}', "
+                         f"this software '{NORMALISATION}'")
+    if meta["resampling_method"] not in METHODS:
+        raise ModelError(f"{path}: resampling method '{meta['resampling_method']}' is not one "
+                         f"of this software's {METHODS}")
+    ours = schema_version()
+    if meta["schema_version"].split(".")[0] != ours.split(".")[0]:
+        raise ModelError(f"{path}: schema version differs: model {meta['schema_version']}, "
+                         f"this software {ours} (major versions must match)")
+    return grid
+
+
+def read_quantiles(meta: dict[str, str], path: Path) -> np.ndarray | None:
+    """The training set's recon-MSE quantiles, or None when the model has none."""
+    text = meta.get("train_recon_mse_quantiles")
+    if text is None:
+        return None
+    try:
+        values = np.asarray(json.loads(text), dtype=np.float64)
+    except (ValueError, TypeError):
+        values = np.array([])
+    if (values.shape != (N_QUANTILES,) or not np.isfinite(values).all()
+            or (np.diff(values) < 0).any()):
+        raise ModelError(f"{path}: train_recon_mse_quantiles is not {N_QUANTILES} finite, "
+                         "non-decreasing numbers")
+    return values
+
+
+@dataclass
+class ModelPair:
+    encoder_path: Path
+    decoder_path: Path
+    encoder: ort.InferenceSession
+    decoder: ort.InferenceSession
+    meta: dict[str, str]
+    grid: WavelengthGrid
+    latent_size: int
+    quantiles: np.ndarray | None
+    threads: int = 1
+    _single: dict[str, ort.InferenceSession] | None = None
+
+    def session(self, role: str, rows: int) -> ort.InferenceSession:
+        """The session to run ``rows`` rows through ("encoder" or "decoder")."""
+        if rows >= SMALL_BATCH or self.threads == 1:
+            return self.encoder if role == "encoder" else self.decoder
+        if self._single is None:
+            self._single = {"encoder": open_session(self.encoder_path, 1),
+                            "decoder": open_session(self.decoder_path, 1)}
+        return self._single[role]
+
+
+def load_pair(encoder_path: str | Path, threads: int | None = None) -> ModelPair:
+    """Open the encoder and its partner decoder (beside it) and check both."""
+    encoder_path = Path(encoder_path)
+    encoder = open_session(encoder_path, threads)
+    meta = metadata(encoder, encoder_path)
+    if meta["role"] != "encoder":
+        raise ModelError(f"{encoder_path}: this is the {meta['role']}; pass the encoder "
+                         f"({meta['partner']})")
+    grid = check_preprocessing(meta, encoder_path)
+    try:
+        latent_size = int(meta["latent_size"])
+    except ValueError:
+        raise ModelError(f"{encoder_path}: latent_size '{meta['latent_size']}' is not an "
+                         "integer") from None
+    decoder_path = encoder_path.with_name(meta["partner"])
+    if not decoder_path.is_file():
+        raise ModelError(f"{encoder_path}: its decoder {decoder_path.name} is not beside it")
+    decoder = open_session(decoder_path, threads)
+    dmeta = metadata(decoder, decoder_path)
+    for key, expected in (("role", "decoder"), ("partner", encoder_path.name),
+                          ("latent_size", meta["latent_size"]),
+                          ("grid_sha256", meta["grid_sha256"]),
+                          ("normalisation", meta["normalisation"])):
+        if dmeta[key] != expected:
+            raise ModelError(f"{decoder_path}: {key} is '{dmeta[key]}', its encoder "
+                             f"{encoder_path.name} needs '{expected}'")
+    _check_io(encoder, encoder_path, "x", ("mu", "logvar"), grid.n_pix, latent_size)
+    _check_io(decoder, decoder_path, "z", ("x_hat",), latent_size, grid.n_pix)
+    return ModelPair(encoder_path, decoder_path, encoder, decoder, meta, grid, latent_size,
+                     read_quantiles(meta, encoder_path), threads or default_threads())

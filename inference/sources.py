@@ -1,0 +1,287 @@
+"""Find the inputs of ``qsocube encode`` and read them in bounded batches of model input.
+
+Inputs are spec-lite FITS files (or folders and globs of them), a qsocube cube (its flux), or
+arrays already on the model's grid: an HDF5 file with ``flux`` and ``ivar`` (spectrum, pixel)
+datasets, or a ``.npy`` file holding ``np.stack([flux, ivar])`` of shape (2, n, n_pix).
+Every spectrum goes through qsocube's reader, resampler and normaliser, the builder's path.
+
+Whole-input problems known before any work (a path that does not exist, a cube or array
+file on another grid) are ``UsageError``; a spectrum that fails later gets a flagged row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from qsocube.cli import UsageError
+from qsocube.grid import WavelengthGrid
+from qsocube.prepare import Prepared, prepare, usability
+from qsocube.preprocess import NO_DATA, model_input, normalisation_factor
+from qsocube.speclite import SPEC_NAME, read_spec_lite
+
+FITS_SUFFIXES = (".fits", ".fits.gz", ".fit")
+H5_SUFFIXES = (".h5", ".hdf5", ".nc")
+# Row flags (CF flag_values / flag_meanings in the output).
+OK, UNREADABLE, ALL_MASKED, LOW_COVERAGE, BAD_NORM = 0, 1, 2, 3, 4
+FLAG_MEANINGS = ("ok", "unreadable", "all_masked", "low_coverage", "bad_normalisation")
+ID_COLUMNS = {"PLATE": (np.int32, -1), "MJD": (np.int32, -1), "FIBERID": (np.int32, -1),
+              "CLASS": (object, ""), "Z": (np.float32, np.nan)}
+
+
+@dataclass
+class Source:
+    kind: str  # "fits" | "cube" | "arrays_h5" | "npy"
+    path: Path
+    count: int  # spectra in this input
+
+
+@dataclass
+class Batch:
+    """Model input for up to a batch of spectra; rejected rows are zero and flagged."""
+
+    source: list[str]
+    ids: dict[str, np.ndarray]  # ID_COLUMNS along the batch
+    x: np.ndarray  # (n, n_pix) float32
+    w: np.ndarray  # (n, n_pix) float32
+    covered_fraction: np.ndarray  # (n,) float32
+    flag: np.ndarray  # (n,) uint8
+    reason: list[str]
+    files: int = 0  # input files finished with this batch (for progress)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+
+def is_fits(path: Path) -> bool:
+    return path.name.lower().endswith(FITS_SUFFIXES)
+
+
+def _expand(item: str) -> list[Path]:
+    path = Path(item)
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.is_file() and is_fits(p))
+        if not found:
+            raise UsageError(f"{item}: folder holds no FITS files ({', '.join(FITS_SUFFIXES)})")
+        return found
+    if path.exists():
+        return [path]
+    if glob.has_magic(item):
+        found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+        if not found:
+            raise UsageError(f"{item}: pattern matches no files")
+        return found
+    raise UsageError(f"{item}: no such file or folder")
+
+
+def _check_grid_file(path: Path, n: int, n_pix: int, grid: WavelengthGrid,
+                     wavelength: np.ndarray | None, grid_sha: str | None) -> None:
+    if grid_sha is not None and grid_sha != grid.sha256:
+        raise UsageError(f"{path}: grid differs: input grid_sha256 {grid_sha[:12]}, the model's "
+                         f"{grid.sha256[:12]} (use a model of the same release)")
+    if n_pix != grid.n_pix:
+        raise UsageError(f"{path}: {n_pix} pixels per spectrum, the model's grid has "
+                         f"{grid.n_pix}")
+    if wavelength is not None and not np.allclose(wavelength, grid.wavelength, rtol=1e-6):
+        raise UsageError(f"{path}: its 'wavelength' differs from the model's grid")
+
+
+def _describe_h5(path: Path, grid: WavelengthGrid) -> Source:
+    try:
+        with h5py.File(path, "r") as h5:
+            if "flux" not in h5 or "ivar" not in h5:
+                raise UsageError(f"{path}: HDF5 input needs 'flux' and 'ivar' datasets")
+            n, n_pix = h5["flux"].shape if h5["flux"].ndim == 2 else (0, -1)
+            if h5["ivar"].shape != h5["flux"].shape:
+                raise UsageError(f"{path}: 'flux' {h5['flux'].shape} and 'ivar' "
+                                 f"{h5['ivar'].shape} differ in shape")
+            wave = h5["wavelength"][...] if "wavelength" in h5 else None
+            sha = h5.attrs.get("grid_sha256")
+            _check_grid_file(path, n, n_pix, grid, wave, None if sha is None else str(sha))
+            kind = "cube" if "mask" in h5 and "norm" in h5 else "arrays_h5"
+    except OSError as exc:
+        raise UsageError(f"{path}: not a readable HDF5 file ({exc})") from None
+    return Source(kind, path, n)
+
+
+def _describe_npy(path: Path, grid: WavelengthGrid) -> Source:
+    try:
+        stack = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: not a readable .npy array ({exc})") from None
+    if stack.ndim != 3 or stack.shape[0] != 2:
+        raise UsageError(f"{path}: shape {stack.shape}; expected (2, n, n_pix) = "
+                         "np.stack([flux, ivar])")
+    _check_grid_file(path, stack.shape[1], stack.shape[2], grid, None, None)
+    return Source("npy", path, stack.shape[1])
+
+
+def discover(inputs: Iterable[str], grid: WavelengthGrid) -> list[Source]:
+    """Expand folders and globs and classify every input; raise UsageError on bad ones."""
+    sources: list[Source] = []
+    for item in inputs:
+        for path in _expand(item):
+            name = path.name.lower()
+            if is_fits(path):
+                sources.append(Source("fits", path, 1))
+            elif name.endswith(H5_SUFFIXES):
+                sources.append(_describe_h5(path, grid))
+            elif name.endswith(".npy"):
+                sources.append(_describe_npy(path, grid))
+            else:
+                raise UsageError(f"{path}: unknown input type (expected FITS spec-lite, "
+                                 ".h5 or .npy)")
+    if not sources:
+        raise UsageError("no inputs given")
+    return sources
+
+
+def empty_ids(n: int) -> dict[str, np.ndarray]:
+    return {k: np.full(n, fill, dtype=dtype) for k, (dtype, fill) in ID_COLUMNS.items()}
+
+
+def _flags(prepared: Prepared, reasons: list[str | None]) -> np.ndarray:
+    """The reason's category: usability() decides, these predicates only name it."""
+    flag = np.zeros(len(reasons), np.uint8)
+    for i, reason in enumerate(reasons):
+        if reason is not None:
+            flag[i] = (ALL_MASKED if prepared.covered_fraction[i] == 0 else
+                       LOW_COVERAGE if reason.startswith("covers") else BAD_NORM)
+    return flag
+
+
+def _model_batch(prepared: Prepared, min_covered: float) -> tuple[np.ndarray, ...]:
+    reasons = usability(prepared, min_covered)
+    flag = _flags(prepared, reasons)
+    good = flag == OK
+    with np.errstate(all="ignore"):
+        x, w = model_input(prepared.flux, prepared.ivar, prepared.mask, prepared.norm)
+    x[~good], w[~good] = 0, 0
+    return x, w, flag, ["" if r is None else r for r in reasons]
+
+
+def _fits_batch(paths: list[Path], grid: WavelengthGrid, method: str, min_covered: float
+                ) -> Batch:
+    n = len(paths)
+    ids, flag, reason = empty_ids(n), np.zeros(n, np.uint8), [""] * n
+    spectra, rows = [], []
+    for i, path in enumerate(paths):
+        named = SPEC_NAME.match(path.name)
+        if named:
+            for key, group in (("PLATE", 1), ("MJD", 2), ("FIBERID", 3)):
+                ids[key][i] = int(named.group(group))
+        try:
+            spec = read_spec_lite(path)
+            for key in ID_COLUMNS:
+                if key in spec.meta:
+                    ids[key][i] = spec.meta[key]
+        except Exception as exc:  # one broken file must never end the run: flag its row
+            flag[i] = ALL_MASKED if "everything masked" in str(exc) else UNREADABLE
+            reason[i] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            continue
+        spectra.append(spec)
+        rows.append(i)
+    x = np.zeros((n, grid.n_pix), np.float32)
+    w, covered = np.zeros_like(x), np.zeros(n, np.float32)
+    if spectra:
+        prepared = prepare(spectra, grid, method)
+        x[rows], w[rows], flag[rows], good_reasons = _model_batch(prepared, min_covered)
+        covered[rows] = prepared.covered_fraction
+        for row, text in zip(rows, good_reasons, strict=True):
+            reason[row] = text
+    return Batch([str(p) for p in paths], ids, x, w, covered, flag, reason, files=n)
+
+
+def grid_batch(flux: np.ndarray, ivar: np.ndarray, min_covered: float,
+               mask: np.ndarray | None = None, norm: np.ndarray | None = None
+               ) -> tuple[np.ndarray, ...]:
+    """Model input from arrays on the grid in physical units: (x, w, covered, flag, reasons).
+
+    A pixel is valid where ivar > 0 and both values are finite (and ``mask`` is 0 if given);
+    ``norm`` defaults to the builder's normalisation of the valid pixels.
+    """
+    flux = np.asarray(flux, np.float32)
+    ivar = np.asarray(ivar, np.float32)
+    valid = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+    if mask is None:
+        mask = np.where(valid, 0, NO_DATA).astype(np.uint8)
+    else:  # a cube's own mask is authoritative; only non-finite values are added to it
+        mask = np.where((mask == 0) & ~(np.isfinite(flux) & np.isfinite(ivar)), NO_DATA, mask)
+        valid = mask == 0
+    flux, ivar = np.where(valid, flux, 0), np.where(valid, ivar, 0)
+    covered = valid.mean(axis=1).astype(np.float32)
+    if norm is None:
+        norm = normalisation_factor(flux, mask)
+    prepared = Prepared(flux, ivar, mask.astype(np.uint8), covered, np.asarray(norm, np.float32))
+    x, w, flag, reasons = _model_batch(prepared, min_covered)
+    return x, w, covered, flag, reasons
+
+
+def _h5_ids(h5: h5py.File, rows: slice, n: int) -> dict[str, np.ndarray]:
+    ids = empty_ids(n)
+    for key in ID_COLUMNS:
+        for where in (f"catalog/{key}", key):
+            if where in h5:
+                data = h5[where]
+                ids[key] = (np.asarray(data.asstr()[rows], dtype=object)
+                            if data.dtype.kind in "OS" else data[rows].astype(ids[key].dtype))
+                break
+    return ids
+
+
+def _read_rows(source: Source, handle, rows: slice, min_covered: float
+               ) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, ...]]:
+    if source.kind == "npy":
+        return empty_ids(rows.stop - rows.start), grid_batch(handle[0, rows], handle[1, rows],
+                                                             min_covered)
+    cube = source.kind == "cube"
+    arrays = grid_batch(handle["flux"][rows], handle["ivar"][rows], min_covered,
+                        handle["mask"][rows] if cube else None,
+                        handle["norm"][rows] if cube else None)
+    return _h5_ids(handle, rows, rows.stop - rows.start), arrays
+
+
+def _array_batches(source: Source, grid: WavelengthGrid, min_covered: float, size: int
+                   ) -> Iterator[Batch]:
+    with contextlib.ExitStack() as stack:
+        handle = (np.load(source.path, mmap_mode="r") if source.kind == "npy"
+                  else stack.enter_context(h5py.File(source.path, "r")))
+        for lo in range(0, source.count, size):
+            rows = slice(lo, min(lo + size, source.count))
+            n = rows.stop - rows.start
+            try:
+                ids, (x, w, covered, flag, reasons) = _read_rows(source, handle, rows,
+                                                                 min_covered)
+            except (OSError, ValueError, KeyError) as exc:  # e.g. a corrupt chunk: flag rows
+                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                ids, x = empty_ids(n), np.zeros((n, grid.n_pix), np.float32)
+                w, covered, flag = x.copy(), np.zeros(n, np.float32), np.full(n, UNREADABLE)
+                reasons = [f"{source.path}: rows {lo}-{rows.stop - 1} unreadable ({text})"] * n
+            names = [f"{source.path}[{i}]" for i in range(rows.start, rows.stop)]
+            done = int(rows.stop == source.count)
+            yield Batch(names, ids, x, w, covered, flag.astype(np.uint8), reasons, files=done)
+
+
+def iter_batches(sources: list[Source], grid: WavelengthGrid, method: str, min_covered: float,
+                 size: int = 1024) -> Iterator[Batch]:
+    """Batches of at most ``size`` spectra, in input order; memory ~ size x n_pix."""
+    pending: list[Path] = []
+    for source in sources:
+        if source.kind == "fits":
+            pending.append(source.path)
+            if len(pending) == size:
+                yield _fits_batch(pending, grid, method, min_covered)
+                pending = []
+            continue
+        if pending:
+            yield _fits_batch(pending, grid, method, min_covered)
+            pending = []
+        yield from _array_batches(source, grid, min_covered, size)
+    if pending:
+        yield _fits_batch(pending, grid, method, min_covered)
