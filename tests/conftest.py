@@ -49,3 +49,16 @@ def write_spec_lite(path: Path, start: int, flux: np.ndarray, ivar: np.ndarray |
 @pytest.fixture
 def spec_writer():
     return write_spec_lite
+
+
+@pytest.fixture(scope="session")
+def smoke_release(tmp_path_factory) -> Path:
+    """A complete smoke release, built once per test session by the real command."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("release") / "smoke"
+    result = subprocess.run([sys.executable, "-m", "qsocube.cli", "release", "--profile", "smoke",
+                             "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
