@@ -93,7 +93,8 @@ def run_release(profile: str, release: Path, *, overrides: dict | None = None,
 
     train_release(cube, release / "models", release / ".state", latent_sizes=LATENT_SIZES,
                   n_calls=settings["n_calls"], max_epochs=settings["max_epochs"],
-                  batch_size=settings["batch_size"], seed=settings["seed"])
+                  batch_size=settings["batch_size"], seed=settings["seed"],
+                  decoder_dropout=settings.get("decoder_dropout"))
     say("[4/5] analysing")
     from analysis.cli import analyze_release
 
