@@ -1,4 +1,4 @@
-"""End to end on the real smoke release (products/smoke), when `make product` has made it.
+"""End to end on the smoke release that the session fixture builds with `qsocube release`.
 
 The release itself is left untouched (its MANIFEST.sha256 must stay valid): the cube and
 the models are copied to a temporary folder and analysed there.
@@ -13,18 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SMOKE = Path(__file__).resolve().parents[1] / "products" / "smoke"
-
 
 @pytest.mark.slow
-def test_smoke_release_end_to_end(tmp_path):
-    if not (SMOKE / "qsocube.h5").is_file() or not (SMOKE / "models").is_dir():
-        pytest.skip(f"no smoke release at {SMOKE} (run `make product PROFILE=smoke`)")
+def test_smoke_release_end_to_end(tmp_path: Path, smoke_release: Path):
     from analysis.cli import analyze_release
     from analysis.io import open_release
 
-    shutil.copy(SMOKE / "qsocube.h5", tmp_path / "qsocube.h5")
-    shutil.copytree(SMOKE / "models", tmp_path / "models")
+    shutil.copy(smoke_release / "qsocube.h5", tmp_path / "qsocube.h5")
+    shutil.copytree(smoke_release / "models", tmp_path / "models")
     with open_release(tmp_path) as release:
         sizes = sorted(release.models)
         n = release.n_spectra

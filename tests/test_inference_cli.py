@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import sys
 import tracemalloc
@@ -16,7 +15,7 @@ import pytest
 from astropy.io import fits
 from test_inference_fixture import build_pair, calibrated_pair, draw, write_cube, write_spec_lite
 
-from inference import Encoder, check_against_cube
+from inference import Encoder
 from inference.sources import OK, UNREADABLE, discover, iter_batches
 from qsocube.cli import main
 from qsocube.cube import model_group_name
@@ -24,7 +23,6 @@ from qsocube.grid import WavelengthGrid
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_SPECTRA = ROOT.parent / "shared" / "data" / "sdss" / "spectra"
-SMOKE = ROOT / "products" / "smoke"
 
 
 @pytest.fixture(scope="module")
@@ -219,11 +217,3 @@ def test_all_real_sdss_spectra_are_encoded_or_reported(pair, tmp_path, capsys) -
             listed = {r["CLASS"] for r in csv.DictReader(handle)}
         assert set(classes) <= {c.strip() for c in listed}
     assert (flag == OK).sum() >= 200  # most real spectra cover the grid
-
-
-@pytest.mark.skipif(not (SMOKE / "qsocube.h5").is_file(), reason="no smoke release built")
-def test_smoke_release_encoders_reproduce_the_cube() -> None:
-    encoders = sorted((SMOKE / "models").glob("*_encoder.onnx"))
-    assert encoders, "the smoke release has no encoders"
-    worst = {path.name: check_against_cube(SMOKE / "qsocube.h5", path) for path in encoders}
-    assert max(worst.values()) <= 1e-5, json.dumps(worst)
