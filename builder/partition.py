@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from qsocube.cube import file_sha256
-from qsocube.prepare import Prepared, prepare
-from qsocube.preprocess import NO_COVERAGE
+from qsocube.prepare import Prepared, prepare, usability
 from qsocube.speclite import SpecLite, SpectrumError, read_spec_lite
 
 
@@ -51,25 +50,6 @@ def _selection_reason(spectrum: SpecLite, catalog_snr: Mapping[str, float] | Non
     return None
 
 
-def coverage_reasons(prepared: Prepared, coverage: str, min_covered_fraction: float
-                     ) -> list[str | None]:
-    """Per spectrum, None if it passes the coverage policy, else the reason."""
-    reasons: list[str | None] = []
-    wavelength_coverage = ((prepared.mask & NO_COVERAGE) == 0).mean(axis=1)
-    for covered, valid, norm in zip(wavelength_coverage, prepared.covered_fraction,
-                                    prepared.norm, strict=True):
-        if coverage == "full" and covered < 1:
-            reasons.append(f"does not cover the whole grid ({covered:.1%}); coverage policy 'full'")
-        elif valid < min_covered_fraction:
-            reasons.append(f"covers {valid:.1%} of the grid with valid pixels, below the minimum "
-                           f"{min_covered_fraction:.0%}")
-        elif not np.isfinite(norm) or norm <= 0:
-            reasons.append("median flux over valid pixels is not positive")
-        else:
-            reasons.append(None)
-    return reasons
-
-
 def process_partition(paths: Sequence[Path], catalog_snr: Mapping[str, float] | None,
                       config) -> Partition:
     """Read, select and resample ``paths``; every file ends up accepted or rejected."""
@@ -92,7 +72,7 @@ def process_partition(paths: Sequence[Path], catalog_snr: Mapping[str, float] | 
     if not kept:
         return result
     prepared = prepare(kept, config.grid, config.method)
-    reasons = coverage_reasons(prepared, config.coverage, config.min_covered_fraction)
+    reasons = usability(prepared, config.min_covered_fraction, config.coverage == "full")
     keep = np.array([r is None for r in reasons])
     for spectrum, reason in zip(kept, reasons, strict=True):
         if reason is None:

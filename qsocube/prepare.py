@@ -39,11 +39,22 @@ def prepare(spectra: Sequence[SpecLite], grid: WavelengthGrid, method: str = "re
                     resampled.covered_fraction, norm)
 
 
-def usability(prepared: Prepared, min_covered_fraction: float) -> list[str | None]:
-    """Per spectrum, None if usable or the one-line reason why not."""
+def usability(prepared: Prepared, min_covered_fraction: float, full_coverage: bool = False
+              ) -> list[str | None]:
+    """Per spectrum, None if usable or the one-line reason why not.
+
+    ``full_coverage`` is the seed's rule: the spectrum's wavelength range must span the
+    whole grid (masked pixels inside it are still allowed).
+    """
+    from qsocube.preprocess import NO_COVERAGE
+
+    spanned = ((prepared.mask & NO_COVERAGE) == 0).mean(axis=1)
     reasons: list[str | None] = []
-    for covered, norm in zip(prepared.covered_fraction, prepared.norm, strict=True):
-        if covered < min_covered_fraction:
+    for span, covered, norm in zip(spanned, prepared.covered_fraction, prepared.norm,
+                                   strict=True):
+        if full_coverage and span < 1:
+            reasons.append(f"does not cover the whole grid ({span:.1%}); coverage policy 'full'")
+        elif covered < min_covered_fraction:
             reasons.append(f"covers {covered:.1%} of the grid, below the minimum "
                            f"{min_covered_fraction:.0%}")
         elif not np.isfinite(norm) or norm <= 0:
