@@ -177,15 +177,20 @@ def test_population_looks_like_dr16q(truth):
     assert -0.3 < slope < -0.1
 
 
-def test_masked_pixels_have_zero_ivar(survey):
-    fractions = []
+def test_bad_data_bits_have_zero_ivar_and_bright_sky_keeps_it(survey):
+    from builder.simulate.noise import BRIGHTSKY
+
+    fractions, sky = [], []
     for path in sorted((survey / "spectra").glob("spec-*.fits"))[:30]:
         d = fits.getdata(path, 1)
-        masked = d["and_mask"] != 0
-        assert np.all(d["ivar"][masked] == 0) and np.all((d["or_mask"] & d["and_mask"])
-                                                        == d["and_mask"])
-        fractions.append(masked.mean())
-    assert 0.01 < np.mean(fractions) < 0.05
+        bad = (d["and_mask"] & ~BRIGHTSKY) != 0
+        bright = (d["and_mask"] & BRIGHTSKY) != 0
+        assert np.all(d["ivar"][bad] == 0) and np.all((d["or_mask"] & d["and_mask"])
+                                                     == d["and_mask"])
+        assert np.all(d["ivar"][bright & ~bad] > 0)
+        fractions.append(bad.mean())
+        sky.append(bright.mean())
+    assert 0.001 < np.mean(fractions) < 0.03 and 0.005 < np.mean(sky) < 0.03
 
 
 def test_refuses_a_non_empty_folder_and_overwrite_clears_stale_files(tmp_path):

@@ -56,8 +56,8 @@ def sky_spectrum(wave: np.ndarray) -> np.ndarray:
 
 
 def bright_sky_pixels(sky: np.ndarray, threshold: float = 130.0) -> np.ndarray:
-    """Cores of the brightest sky lines (BRIGHTSKY, ivar = 0): ~1.6% of pixels, which with
-    the other masks gives the ~2% of masked pixels seen in real BOSS spectra."""
+    """Cores of the brightest sky lines: ~1.6% of pixels, flagged BRIGHTSKY in and_mask
+    with their sky-inflated variance kept, as the BOSS pipeline does."""
     return sky > threshold
 
 
@@ -87,7 +87,7 @@ def median_sn(flux: np.ndarray, ivar: np.ndarray) -> float:
 def random_masks(
     rng: np.random.Generator, npix: int, bright: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """and_mask / or_mask for one spectrum; pixels with and_mask != 0 get ivar = 0.
+    """and_mask / or_mask for one spectrum; pixels with bad-data bits get ivar = 0.
 
     BRIGHTSKY on bright sky-line cores, an occasional NODATA stretch (dead columns) and a
     few FULLREJECT pixels; or_mask adds scattered PARTIALREJECT/COMBINEREJ pixels.

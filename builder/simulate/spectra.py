@@ -126,7 +126,9 @@ def render_batch(pop: Population, index: np.ndarray, seeds: list[np.random.SeedS
     var_shape = (np.maximum(model, 0.0) + sky + noise.READ_NOISE) / inst.throughput[None, :]
     cols = np.arange(NGRID)[None, :]
     in_range = (cols >= pop.start[index][:, None]) & (cols <= pop.stop[index][:, None])
-    good = in_range & (and_mask == 0)
+    # BRIGHTSKY flags sky-line cores but, as in real BOSS data, keeps their (sky-inflated)
+    # variance: zeroing ivar there would mask the same pixels in every spectrum
+    good = in_range & ((and_mask & ~noise.BRIGHTSKY) == 0)
     amplitude = noise.noise_amplitude(model, var_shape, good, pop.sn_target[index])
     sigma = np.sqrt(amplitude[:, None] * var_shape)
     flux = model + sigma * eps
