@@ -1,12 +1,15 @@
 """``qsocube encode``: encode spectra with a release's ONNX encoder, no torch needed.
 
 Exit codes: 0 every spectrum encoded, 1 some were rejected (their rows carry a flag and a
-reason), 2 usage or model errors (one line on stderr, nothing written).
+reason), 2 usage or model errors (one line on stderr, nothing written). ``--scheduler`` or
+``--workers N`` spread the inputs over a Dask cluster (``inference.distributed``, the
+``scale`` extra) with the same output.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import queue
 import threading
 import time
@@ -17,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from inference.encoder import DEFAULT_MIN_COVERED, Encoded, Encoder
-from inference.sources import FLAG_MEANINGS, OK, Batch, discover, iter_batches
+from inference.sources import FLAG_MEANINGS, OK, Batch, discover, iter_batches, plan_parts
 from inference.writers import check_output, open_writer
 from qsocube import __version__
 from qsocube.cli import UsageError
@@ -39,13 +42,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="output file: .h5 (default layout, opens with xarray), .fits "
                              "(binary table) or .csv")
     parser.add_argument("--batch", type=int, default=1024,
-                        help="spectra per batch; memory grows with it (default 1024)")
+                        help="spectra per batch (and per Dask task); memory grows with it "
+                             "(default 1024)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="onnxruntime threads (default: the cores available, at most 8)")
+                        help="onnxruntime threads (default: the cores available, at most 8; "
+                             "1 per task on Dask workers)")
     parser.add_argument("--min-covered", type=float, default=DEFAULT_MIN_COVERED,
                         help="reject spectra covering less of the grid than this fraction "
                              f"(default {DEFAULT_MIN_COVERED})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="read, resample and encode on the Dask cluster at ADDRESS (e.g. "
+                             "tcp://10.0.0.5:8786); its workers must see the model and inputs "
+                             "at the same paths. Same output (needs the scale extra)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="N > 1: the same on a local Dask cluster of N processes")
 
 
 class Tally:
@@ -95,6 +106,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--threads must be at least 1")
     if not 0 <= args.min_covered <= 1:
         raise UsageError("--min-covered must be between 0 and 1")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    on_dask = bool(args.scheduler) or (args.workers or 0) > 1
+    if on_dask:
+        from inference.distributed import require_dask
+
+        require_dask("--scheduler" if args.scheduler else "--workers")
     check_output(args.out, args.overwrite)
     encoder = Encoder(args.model, threads=args.threads, min_covered_fraction=args.min_covered)
     sources = discover(args.inputs, encoder.grid)
@@ -102,18 +120,28 @@ def run(args: argparse.Namespace) -> int:
     say(f"qsocube encode: {total} spectra in {len(sources)} inputs with {args.model.name} "
         f"(latent size {encoder.latent_size})")
     rate, tally = Rate("encode", total), Tally()
-    start = time.perf_counter()
-    batches = iter_batches(sources, encoder.grid, encoder.pair.meta["resampling_method"],
-                           args.min_covered, args.batch)
-    with open_writer(args.out, encoder.latent_size, overwrite=args.overwrite) as writer:
-        for batch in prefetched(batches):
-            part = encoder.encode_batch(batch)
-            writer.write(part)
-            tally.add(part, batch.files)
-            elapsed = max(time.perf_counter() - start, 1e-9)
-            rate.update(len(part), f"{tally.files}/{len(sources)} files, "
-                                   f"{tally.files / elapsed:,.0f} files/s")
-        writer.finish(_attrs(encoder, args, tally, total))
+    start = time.perf_counter()  # the cluster's start-up counts: it is part of the cost
+    with contextlib.ExitStack() as stack:
+        if on_dask:
+            from inference import distributed
+
+            client = stack.enter_context(distributed.dask_client(args.scheduler, args.workers))
+            say(f"qsocube encode: on {distributed.describe(client)}")
+            parts = distributed.encode_parts(client, plan_parts(sources, args.batch), encoder,
+                                             args.threads)
+        else:
+            batches = iter_batches(sources, encoder.grid,
+                                   encoder.pair.meta["resampling_method"], args.min_covered,
+                                   args.batch)
+            parts = ((encoder.encode_batch(b), b.files) for b in prefetched(batches))
+        with open_writer(args.out, encoder.latent_size, overwrite=args.overwrite) as writer:
+            for part, files in parts:
+                writer.write(part)
+                tally.add(part, files)
+                elapsed = max(time.perf_counter() - start, 1e-9)
+                rate.update(len(part), f"{tally.files}/{len(sources)} files, "
+                                       f"{tally.files / elapsed:,.0f} files/s")
+            writer.finish(_attrs(encoder, args, tally, total))
     for line in tally.reasons:
         say(line)
     say(summary(tally, total, time.perf_counter() - start, args.out))

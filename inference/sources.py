@@ -5,13 +5,16 @@ arrays already on the model's grid: an HDF5 file with ``flux`` and ``ivar`` (spe
 datasets, or a ``.npy`` file holding ``np.stack([flux, ivar])`` of shape (2, n, n_pix).
 Every spectrum goes through qsocube's reader, resampler and normaliser, the builder's path.
 
+Batches are planned before they are read (``plan_parts``: runs of FITS files, row ranges of
+array inputs) so that a Dask cluster can read the same parts the serial path reads
+(``inference.distributed``).
+
 Whole-input problems known before any work (a path that does not exist, a cube or array
 file on another grid) are ``UsageError``; a spectrum that fails later gets a flagged row.
 """
 
 from __future__ import annotations
 
-import contextlib
 import glob
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -235,53 +238,97 @@ def _h5_ids(h5: h5py.File, rows: slice, n: int) -> dict[str, np.ndarray]:
     return ids
 
 
-def _read_rows(source: Source, handle, rows: slice, min_covered: float
+def _read_rows(kind: str, handle, rows: slice, min_covered: float
                ) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, ...]]:
-    if source.kind == "npy":
+    if kind == "npy":
         return empty_ids(rows.stop - rows.start), grid_batch(handle[0, rows], handle[1, rows],
                                                              min_covered)
-    cube = source.kind == "cube"
+    cube = kind == "cube"
     arrays = grid_batch(handle["flux"][rows], handle["ivar"][rows], min_covered,
                         handle["mask"][rows] if cube else None,
                         handle["norm"][rows] if cube else None)
     return _h5_ids(handle, rows, rows.stop - rows.start), arrays
 
 
-def _array_batches(source: Source, grid: WavelengthGrid, min_covered: float, size: int
-                   ) -> Iterator[Batch]:
-    with contextlib.ExitStack() as stack:
-        handle = (np.load(source.path, mmap_mode="r") if source.kind == "npy"
-                  else stack.enter_context(h5py.File(source.path, "r")))
-        for lo in range(0, source.count, size):
-            rows = slice(lo, min(lo + size, source.count))
-            n = rows.stop - rows.start
-            try:
-                ids, (x, w, covered, flag, reasons) = _read_rows(source, handle, rows,
-                                                                 min_covered)
-            except (OSError, ValueError, KeyError) as exc:  # e.g. a corrupt chunk: flag rows
-                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                ids, x = empty_ids(n), np.zeros((n, grid.n_pix), np.float32)
-                w, covered, flag = x.copy(), np.zeros(n, np.float32), np.full(n, UNREADABLE)
-                reasons = [f"{source.path}: rows {lo}-{rows.stop - 1} unreadable ({text})"] * n
-            names = [f"{source.path}[{i}]" for i in range(rows.start, rows.stop)]
-            done = int(rows.stop == source.count)
-            yield Batch(names, ids, x, w, covered, flag.astype(np.uint8), reasons, files=done)
+@dataclass(frozen=True)
+class Part:
+    """One batch of input, described but not read: FITS files, or rows of one array input."""
+
+    paths: tuple[Path, ...]  # the FITS files, or the array input's one file
+    kind: str = "fits"  # or the array Source's kind
+    lo: int = 0
+    hi: int = 0
+    count: int = 0  # rows in the array input (its last part finishes the file)
 
 
-def iter_batches(sources: list[Source], grid: WavelengthGrid, method: str, min_covered: float,
-                 size: int = 1024) -> Iterator[Batch]:
-    """Batches of at most ``size`` spectra, in input order; memory ~ size x n_pix."""
+def plan_parts(sources: list[Source], size: int = 1024) -> Iterator[Part]:
+    """The batches of ``iter_batches``, in input order: up to ``size`` spectra each."""
     pending: list[Path] = []
     for source in sources:
         if source.kind == "fits":
             pending.append(source.path)
             if len(pending) == size:
-                yield _fits_batch(pending, grid, method, min_covered)
+                yield Part(tuple(pending))
                 pending = []
             continue
         if pending:
-            yield _fits_batch(pending, grid, method, min_covered)
+            yield Part(tuple(pending))
             pending = []
-        yield from _array_batches(source, grid, min_covered, size)
+        for lo in range(0, source.count, size):
+            yield Part((source.path,), source.kind, lo, min(lo + size, source.count),
+                       source.count)
     if pending:
-        yield _fits_batch(pending, grid, method, min_covered)
+        yield Part(tuple(pending))
+
+
+class PartReader:
+    """Reads parts into batches; an array input stays open from its first part to its last."""
+
+    def __init__(self, grid: WavelengthGrid, method: str, min_covered: float) -> None:
+        self.grid, self.method, self.min_covered = grid, method, min_covered
+        self.path: Path | None = None
+        self.handle = None
+
+    def close(self) -> None:
+        if isinstance(self.handle, h5py.File):
+            self.handle.close()
+        self.path = self.handle = None
+
+    def read(self, part: Part) -> Batch:
+        if part.kind == "fits":
+            return _fits_batch(list(part.paths), self.grid, self.method, self.min_covered)
+        if self.path != part.paths[0]:
+            self.close()
+            self.handle = (np.load(part.paths[0], mmap_mode="r") if part.kind == "npy"
+                           else h5py.File(part.paths[0], "r"))
+            self.path = part.paths[0]
+        try:
+            return self._rows(part, self.handle)
+        finally:
+            if part.hi == part.count:
+                self.close()
+
+    def _rows(self, part: Part, handle) -> Batch:
+        rows, n = slice(part.lo, part.hi), part.hi - part.lo
+        try:
+            ids, (x, w, covered, flag, reasons) = _read_rows(part.kind, handle, rows,
+                                                             self.min_covered)
+        except (OSError, ValueError, KeyError) as exc:  # e.g. a corrupt chunk: flag rows
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            ids, x = empty_ids(n), np.zeros((n, self.grid.n_pix), np.float32)
+            w, covered, flag = x.copy(), np.zeros(n, np.float32), np.full(n, UNREADABLE)
+            reasons = [f"{part.paths[0]}: rows {part.lo}-{part.hi - 1} unreadable ({text})"] * n
+        names = [f"{part.paths[0]}[{i}]" for i in range(part.lo, part.hi)]
+        done = int(part.hi == part.count)
+        return Batch(names, ids, x, w, covered, flag.astype(np.uint8), reasons, files=done)
+
+
+def iter_batches(sources: list[Source], grid: WavelengthGrid, method: str, min_covered: float,
+                 size: int = 1024) -> Iterator[Batch]:
+    """Batches of at most ``size`` spectra, in input order; memory ~ size x n_pix."""
+    reader = PartReader(grid, method, min_covered)
+    try:
+        for part in plan_parts(sources, size):
+            yield reader.read(part)
+    finally:
+        reader.close()

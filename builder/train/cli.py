@@ -2,7 +2,8 @@
 
 Budgets default to a profile's (``--profile``); ``--calls`` and ``--max-epochs`` override.
 Rerunning resumes: finished calls are replayed from ``--state-dir`` and latent sizes
-already written with the same budget are skipped.
+already written with the same budget are skipped. ``--scheduler`` trains the search calls
+on a Dask cluster (the ``scale`` extra) with the same results as the local processes.
 """
 
 from __future__ import annotations
@@ -43,7 +44,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "encoder's)")
     parser.add_argument("--seed", type=int, help="random seed (default: the profile's)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="parallel searches, one latent size each (default: 2 cores)")
+                        help="processes training search calls side by side (default: 2 "
+                             "cores); with --scheduler local, the LocalCluster's workers")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="train the search calls on the Dask cluster at ADDRESS (e.g. "
+                             "tcp://10.0.0.5:8786), or 'local' for a LocalCluster of "
+                             "--workers processes; workers must see the cube at the same "
+                             "path. Same results as without (needs the scale extra)")
+    parser.add_argument("--parallel-calls", type=int, default=1, metavar="K",
+                        help="lambdas asked and trained at once per latent size (skopt "
+                             "constant liar, cl_min). K > 1 changes which lambdas are tried, "
+                             "so results differ from K = 1 by design; resuming still replays "
+                             "every recorded call in order (default 1)")
     parser.add_argument("--models-dir", type=Path, default=None,
                         help="where the ONNX files go (default: models/ beside the cube)")
     parser.add_argument("--state-dir", type=Path, default=None,
@@ -64,6 +76,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--decoder-dropout must be in [0, 1)")
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be >= 1")
+    if args.parallel_calls < 1:
+        raise UsageError("--parallel-calls must be >= 1")
+    if args.scheduler:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise UsageError("--scheduler needs dask: pip install 'qsocube[scale]'") from None
     if not args.cube.is_file():
         raise UsageError(f"{args.cube}: no such cube")
     from builder.train.data import CubeError
@@ -75,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
                       args.state_dir or folder / ".state", latent_sizes=args.latent_sizes,
                       n_calls=budget["n_calls"], max_epochs=budget["max_epochs"],
                       batch_size=budget["batch_size"], seed=budget["seed"], hidden=args.hidden,
-                      workers=args.workers, decoder_dropout=args.decoder_dropout)
-    except CubeError as exc:  # bad input: one line naming the file
+                      workers=args.workers, decoder_dropout=args.decoder_dropout,
+                      scheduler=args.scheduler, parallel_calls=args.parallel_calls)
+    except (CubeError, ConnectionError) as exc:  # bad input or address: one line
         raise UsageError(str(exc)) from None
     return 0

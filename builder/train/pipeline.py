@@ -3,16 +3,21 @@
 Phase 1 runs the lambda searches: this process holds every search's optimizer and state,
 and worker processes train the calls (one torch thread each: on this 2-core machine two
 single-threaded trainings side by side run ~1.6x faster than one two-threaded training,
-and the thread count, hence every result, is the same however many workers run).
+and the thread count, hence every result, is the same however many workers run). The
+workers are a local process pool, or with ``scheduler`` the processes of a Dask cluster
+(same calls, same function, same results; see ``_run_on_dask``).
 Phase 2, in this process and in order, exports each chosen model, computes codes,
 metrics and the PCA baseline, and writes the group back, so the cube has one writer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import tempfile
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
@@ -42,9 +47,9 @@ from builder.train.search import (
     train_call,
     training_tensors,
 )
-from builder.train.state import SearchState
+from builder.train.state import SearchState, call_weights_path
 from builder.train.writeback import HISTORY_VARIABLES, is_current, write_model_group
-from qsocube.atomic import remove_stale_partials
+from qsocube.atomic import atomic_path, remove_stale_partials
 from qsocube.cube import schema_version
 from qsocube.metrics import anomaly_score, reconstruction_metrics, reference_quantiles
 from qsocube.progress import say
@@ -60,19 +65,32 @@ def train_release(cube_path: Path, models_dir: Path, state_dir: Path, *,
                   latent_sizes: tuple[int, ...] = (3, 6, 9, 12, 15), n_calls: int,
                   max_epochs: int, batch_size: int = 256, seed: int = 0,
                   hidden: tuple[int, ...] = (256, 128), progress: Progress = say,
-                  workers: int | None = None, decoder_dropout: float | None = None) -> dict:
-    """Train, export and write back every latent size; resumable; returns a summary dict."""
+                  workers: int | None = None, decoder_dropout: float | None = None,
+                  scheduler: str | None = None, parallel_calls: int = 1) -> dict:
+    """Train, export and write back every latent size; resumable; returns a summary dict.
+
+    ``workers``: local processes training search calls (default: up to 2). ``scheduler``:
+    train the calls on a Dask cluster instead, at this scheduler address, or ``"local"``
+    for a LocalCluster of ``workers`` processes; the workers must read the cube at the same
+    path (it is checked by sha256), nothing else needs to be shared. Both give the results
+    of the serial path. ``parallel_calls`` (k): lambdas asked and trained at once per latent
+    size with skopt's constant liar; k > 1 changes which lambdas are tried, so results
+    differ from k = 1 by design (but not with the workers); k is part of the search's
+    identity, and resuming replays every recorded call in order.
+    """
     start = time.perf_counter()
     cube_path, models_dir, state_dir = Path(cube_path), Path(models_dir), Path(state_dir)
-    if n_calls < 1 or max_epochs < 1 or batch_size < 2:
-        raise ValueError("n_calls and max_epochs must be >= 1 and batch_size >= 2")
+    if n_calls < 1 or max_epochs < 1 or batch_size < 2 or parallel_calls < 1:
+        raise ValueError("n_calls, max_epochs and parallel_calls must be >= 1 and "
+                         "batch_size >= 2")
     models_dir.mkdir(parents=True, exist_ok=True)
     state_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(models_dir)
     remove_stale_partials(state_dir)
     cube_sha = trained_on_sha256(cube_path)
     configs = {size: SearchConfig(size, n_calls, max_epochs, batch_size, seed, tuple(hidden),
-                                  decoder_dropout=decoder_dropout) for size in latent_sizes}
+                                  decoder_dropout=decoder_dropout,
+                                  parallel_calls=parallel_calls) for size in latent_sizes}
     todo = [size for size, config in configs.items()
             if not is_current(cube_path, models_dir, size, config.budget(cube_sha))]
     for size in sorted(set(latent_sizes) - set(todo)):
@@ -81,9 +99,11 @@ def train_release(cube_path: Path, models_dir: Path, state_dir: Path, *,
     if data is not None and len(data.rows(0)) <= max(todo):
         raise CubeError(f"{cube_path}: {len(data.rows(0))} training spectra cannot train a "
                         f"{max(todo)}-dimensional latent space")
-    workers = min(workers or min(2, os.cpu_count() or 1), max(len(todo), 1))
-    states = _run_searches(cube_path, data, [configs[s] for s in todo], state_dir, cube_sha,
-                           progress, workers)
+    if not scheduler:  # at most k calls of each search can run at once
+        workers = min(workers or min(2, os.cpu_count() or 1),
+                      max(len(todo) * parallel_calls, 1))
+    states, workers = _run_searches(cube_path, data, [configs[s] for s in todo], state_dir,
+                                    cube_sha, progress, workers, scheduler)
     summary: dict = {"cube": str(cube_path), "cube_sha256": cube_sha, "models": {},
                      "skipped": sorted(set(latent_sizes) - set(todo)), "workers": workers}
     if todo:
@@ -99,72 +119,169 @@ def train_release(cube_path: Path, models_dir: Path, state_dir: Path, *,
 
 
 def _run_searches(cube_path: Path, data: CubeData | None, configs: list[SearchConfig],
-                  state_dir: Path, cube_sha: str, progress: Progress, workers: int
-                  ) -> dict[int, SearchState]:
+                  state_dir: Path, cube_sha: str, progress: Progress, workers: int | None,
+                  scheduler: str | None = None) -> tuple[dict[int, SearchState], int]:
+    """Every search to its budget; (states by latent size, the number of workers used)."""
     if not configs:
-        return {}
-    if workers <= 1:
+        return {}, 0 if scheduler else (workers or 1)
+    if not scheduler and (workers or 1) <= 1:
         set_threads(1)
         return {c.latent_size: run_search(data, c, state_dir, cube_sha, progress)
-                for c in configs}
+                for c in configs}, 1
     searches = {c.latent_size: Search(c, state_dir, cube_sha, progress) for c in configs}
-    # Calls, not latent sizes, are the unit of work: every search has at most one call in
-    # flight (the optimizer is sequential), and the search with the most calls left goes
-    # first, so both workers stay busy until the last calls. A call's result depends only
-    # on its search's history, never on this schedule. Workers report epochs with say
-    # (stderr): a caller's progress callable may not cross processes.
+    if scheduler:
+        workers = _run_on_dask(cube_path, cube_sha, searches, state_dir, scheduler, workers,
+                               progress)
+        return {size: search.state for size, search in searches.items()}, workers
+    # Workers report epochs with say (stderr): a caller's progress callable may not cross
+    # processes.
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
                              initializer=_init_worker,
                              initargs=(str(cube_path), os.getpid())) as pool:
         try:
-            _schedule(pool, searches, workers, state_dir)
+            _schedule(lambda search, call, x: pool.submit(
+                _worker_call, search.config.to_json(), call, x, str(state_dir)),
+                searches, workers, state_dir)
         except BaseException:
             # finished calls are already recorded; running ones would be lost anyway, so
             # stop them now instead of waiting for them (KeyboardInterrupt included)
             for process in list(getattr(pool, "_processes", {}).values()):
                 process.terminate()
             raise
-    return {size: search.state for size, search in searches.items()}
+    return {size: search.state for size, search in searches.items()}, workers
 
 
-def _schedule(pool: ProcessPoolExecutor, searches: dict[int, Search], workers: int,
-              state_dir: Path) -> None:
+def _run_on_dask(cube_path: Path, cube_sha: str, searches: dict[int, Search], state_dir: Path,
+                 scheduler: str, workers: int | None, progress: Progress) -> int:
+    """The process pool's schedule on a Dask cluster; returns its number of worker processes.
+
+    A call's weights come back as bytes and are written here, so a worker needs the cube
+    but not the state folder, and a worker that outlives this run (a task cannot be
+    stopped mid-call) can never write into a later run's state.
+    """
+    try:
+        import distributed  # noqa: F401
+
+        from builder.parallel import dask_client
+    except ImportError:
+        raise ImportError("training on a Dask cluster needs dask: pip install "
+                          "'qsocube[scale]'") from None
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(
+                dask_client(None if scheduler == "local" else scheduler, workers))
+        except OSError as exc:  # e.g. no scheduler at that address: one line, not a trace
+            raise ConnectionError(f"Dask scheduler {scheduler}: cannot connect "
+                                  f"({str(exc).splitlines()[0] if str(exc) else exc!r})"
+                                  ) from None
+        # one call at a time per worker process (see _dask_call), however many threads
+        slots = max(len(client.nthreads()), 1)
+        progress(f"search calls on the Dask cluster at {client.scheduler.address} "
+                 f"({slots} worker process(es))")
+        executor = client.get_executor(pure=False)
+        try:
+            _schedule(lambda search, call, x: executor.submit(
+                _dask_call, str(cube_path), cube_sha, search.config.to_json(), call, x),
+                searches, slots, state_dir)
+        except BaseException:
+            executor.shutdown(wait=False)  # cancels what has not started
+            raise
+        finally:
+            if scheduler != "local":  # a long-lived cluster: free the workers' cube copies
+                with contextlib.suppress(Exception):
+                    client.run(_forget_cube)
+    return slots
+
+
+def _schedule(submit, searches: dict[int, Search], slots: int, state_dir: Path) -> None:
+    """Keep ``slots`` calls running; ``submit(search, call, log10_lambda)`` -> a future."""
+    # Calls, not latent sizes, are the unit of work: every search has at most its k calls
+    # in flight (one batch of its optimizer), and the search with the most calls left to
+    # start goes first, so every worker stays busy until the last calls. A call's result
+    # depends only on its search's history, never on this schedule.
     running: dict = {}
     while True:
-        ready = sorted((s for s in searches.values() if s.remaining and not s.in_flight),
-                       key=lambda s: (-s.remaining, s.config.latent_size))
-        for search in ready[:workers - len(running)]:
+        while len(running) < slots:
+            ready = [s for s in searches.values() if s.can_ask]
+            if not ready:
+                break
+            search = min(ready, key=lambda s: (-(s.remaining - s.in_flight),
+                                               s.config.latent_size))
             call, log10_lambda = search.ask()
-            future = pool.submit(_worker_call, search.config.to_json(), call, log10_lambda,
-                                 str(state_dir))
-            running[future] = search
+            running[submit(search, call, log10_lambda)] = search
         if not running:
             return
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in finished:
             summary, weights = future.result()
-            running.pop(future).tell(summary, Path(weights))
+            search = running.pop(future)
+            search.tell(summary, _weights_file(state_dir, search.config, summary["call"],
+                                               weights))
+
+
+def _weights_file(state_dir: Path, config: SearchConfig, call: int, weights: str | bytes
+                  ) -> Path:
+    """A call's weights file: written by a pool worker (a path) or here (bytes from Dask)."""
+    if isinstance(weights, str):
+        return Path(weights)
+    path = call_weights_path(state_dir, config.latent_size, call)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(weights)
+    return path
 
 
 _WORKER: dict = {}
+# torch's thread setting and its global generator (dropout) belong to the process: a Dask
+# worker with several threads still trains one call at a time, or results would vary.
+_WORKER_LOCK = threading.Lock()
+
+
+def _tensors(cube_path: str, sigma_floor: float, cube_sha: str | None = None
+             ) -> tuple[torch.Tensor, ...]:
+    """The cube's training tensors, loaded once per worker process (per cube and floor)."""
+    if _WORKER.get("cube") != (cube_path, cube_sha):
+        _forget_cube()
+        if cube_sha is not None and trained_on_sha256(cube_path) != cube_sha:
+            raise CubeError(f"{cube_path}: differs on this worker from the cube being "
+                            "trained; Dask workers need the same cube at the same path")
+        _WORKER.update(cube=(cube_path, cube_sha), data=load_cube(cube_path))
+    key = ("tensors", sigma_floor)
+    if key not in _WORKER:
+        _WORKER[key] = training_tensors(_WORKER["data"], sigma_floor)
+    return _WORKER[key]
+
+
+def _forget_cube() -> None:
+    _WORKER.clear()
 
 
 def _init_worker(cube_path: str, parent: int) -> None:
     """Per worker process: one torch thread, the cube's training tensors loaded once."""
     _exit_with_parent(parent)
     set_threads(1)
-    _WORKER["data"] = load_cube(cube_path)
+    _WORKER.update(cube=(cube_path, None), data=load_cube(cube_path))
 
 
 def _worker_call(config: str, call: int, log10_lambda: float, state_dir: str
                  ) -> tuple[dict, str]:
     search_config = SearchConfig.from_json(config)
-    key = ("tensors", search_config.sigma_floor)
-    if key not in _WORKER:
-        _WORKER[key] = training_tensors(_WORKER["data"], search_config.sigma_floor)
-    summary, weights = train_call(_WORKER[key], search_config, call, log10_lambda,
+    tensors = _tensors(_WORKER["cube"][0], search_config.sigma_floor)
+    summary, weights = train_call(tensors, search_config, call, log10_lambda,
                                   Path(state_dir), say)
     return summary, str(weights)
+
+
+def _dask_call(cube_path: str, cube_sha: str, config: str, call: int, log10_lambda: float
+               ) -> tuple[dict, bytes]:
+    """On a Dask worker: ``_worker_call``, with the weights returned as bytes."""
+    search_config = SearchConfig.from_json(config)
+    with _WORKER_LOCK:
+        set_threads(1)
+        tensors = _tensors(cube_path, search_config.sigma_floor, cube_sha)
+        with tempfile.TemporaryDirectory(prefix="qsocube-call-") as folder:
+            summary, weights = train_call(tensors, search_config, call, log10_lambda,
+                                          Path(folder), say)
+            return summary, weights.read_bytes()
 
 
 def _exit_with_parent(parent: int) -> None:
