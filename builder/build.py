@@ -18,8 +18,9 @@ from pathlib import Path
 
 from builder import cubewriter
 from builder.inputs import find_spectra
-from builder.parallel import dask_client, ordered_map
+from builder.parallel import ordered_map
 from builder.partition import process_partition
+from qsocube.cluster import dask_client
 from qsocube.grid import WavelengthGrid
 from qsocube.prepare import DEFAULT_MIN_COVERED_FRACTION
 from qsocube.progress import Rate, say

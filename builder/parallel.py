@@ -6,27 +6,9 @@ times the window, not by the survey size. HDF5 has one writer: results come back
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
-
-
-@contextlib.contextmanager
-def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
-    """A client for an existing scheduler, or a LocalCluster on the loopback interface."""
-    from dask.distributed import Client, LocalCluster
-
-    if scheduler:
-        with Client(scheduler) as client:
-            yield client
-        return
-    n_workers = workers or os.cpu_count() or 1
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                           host="127.0.0.1", dashboard_address=None)
-    with cluster, Client(cluster) as client:
-        yield client
 
 
 def ordered_map(func: Callable[..., Any], items: Sequence[Any], *args: Any,

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--workers must be at least 1")
     on_dask = bool(args.scheduler) or (args.workers or 0) > 1
     if on_dask:
-        from inference.distributed import require_dask
+        from qsocube.cluster import require_dask
 
         require_dask("--scheduler" if args.scheduler else "--workers")
     check_output(args.out, args.overwrite)
@@ -124,8 +124,9 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         if on_dask:
             from inference import distributed
+            from qsocube.cluster import dask_client
 
-            client = stack.enter_context(distributed.dask_client(args.scheduler, args.workers))
+            client = stack.enter_context(dask_client(args.scheduler, args.workers))
             say(f"qsocube encode: on {distributed.describe(client)}")
             parts = distributed.encode_parts(client, plan_parts(sources, args.batch), encoder,
                                              args.threads)

@@ -12,7 +12,6 @@ the model's sha256 is checked on every worker.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -23,40 +22,7 @@ from typing import Any
 from inference.encoder import Encoded, Encoder
 from inference.model import ModelError
 from inference.sources import Part, PartReader
-from qsocube.cli import UsageError
 from qsocube.cube import file_sha256
-
-
-def require_dask(option: str) -> None:
-    """A one-line UsageError if dask.distributed is not installed."""
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        raise UsageError(f"{option} needs dask: pip install 'qsocube[scale]' "
-                         "(or dask[distributed])") from None
-
-
-@contextlib.contextmanager
-def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
-    """A client for the scheduler at ``scheduler``, or a LocalCluster of ``workers`` processes.
-
-    (The builder has the same helper; inference never imports the builder.)
-    """
-    from dask.distributed import Client, LocalCluster
-
-    if scheduler:
-        try:
-            client = Client(scheduler)
-        except OSError as exc:  # no scheduler there, or a timeout: one line, exit 2
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UsageError(f"--scheduler {scheduler}: cannot connect ({first})") from None
-        with client:
-            yield client
-        return
-    cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                           processes=True, host="127.0.0.1", dashboard_address=None)
-    with cluster, Client(cluster) as client:
-        yield client
 
 
 def encode_parts(client: Any, parts: Iterable[Part], encoder: Encoder,

@@ -222,7 +222,7 @@ def test_missing_dask_or_scheduler_is_one_line(encoding, cube, tmp_path, monkeyp
     refused = [line for line in errors if "cannot connect" in line]
     assert len(refused) == 2 and refused[-1] == errors[-1]
     assert refused[0].startswith("qsocube encode: --scheduler tcp://127.0.0.1:9: cannot connect")
-    assert refused[1].startswith("qsocube train: Dask scheduler tcp://127.0.0.1:9: cannot")
+    assert refused[1].startswith("qsocube train: --scheduler tcp://127.0.0.1:9: cannot connect")
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if dask were not installed
     for argv in ([*encode, "--workers", "2"], ["train", str(cube), "--scheduler", "local"]):
         assert main(argv) == 2

@@ -162,7 +162,7 @@ def _run_on_dask(cube_path: Path, cube_sha: str, searches: dict[int, Search], st
     try:
         import distributed  # noqa: F401
 
-        from builder.parallel import dask_client
+        from qsocube.cluster import dask_client
     except ImportError:
         raise ImportError("training on a Dask cluster needs dask: pip install "
                           "'qsocube[scale]'") from None
