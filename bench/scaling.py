@@ -26,18 +26,19 @@ import json, resource, sys, time
 from pathlib import Path
 from builder.build import BuildConfig, build_cube
 from builder.inputs import find_spectra
-survey, n, out, workers = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
-paths = find_spectra([survey / "spectra"])[:n]
-start = time.perf_counter()
-summary = build_cube(paths, out, catalog_path=survey / "DR16Q_v4.fits", workers=workers,
-                     config=BuildConfig(batch_size=512), report=lambda _: None)
-seconds = time.perf_counter() - start
-own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"seconds": seconds, "accepted": summary["accepted"],
-                  "writer_peak_rss_mb": own / 1024, "worker_peak_rss_mb": children / 1024}))
+if __name__ == "__main__":  # the Dask workers are spawned processes that re-import this
+    survey, out = Path(sys.argv[1]), Path(sys.argv[3])
+    n, workers = int(sys.argv[2]), int(sys.argv[4])
+    paths = find_spectra([survey / "spectra"])[:n]
+    start = time.perf_counter()
+    summary = build_cube(paths, out, catalog_path=survey / "DR16Q_v4.fits", workers=workers,
+                         config=BuildConfig(batch_size=512), report=lambda _: None)
+    seconds = time.perf_counter() - start
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"seconds": seconds, "accepted": summary["accepted"],
+                      "writer_peak_rss_mb": own / 1024, "worker_peak_rss_mb": children / 1024}))
 """
-
 
 def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -59,9 +60,11 @@ def run(size: str = "small", work: Path | None = None) -> dict:
         files = sorted((survey / "spectra").glob("spec-*.fits"))
         for n in sizes:
             out = scratch / f"cube-{n}.h5"
-            result = subprocess.run([sys.executable, "-c", BUILD_SCRIPT, str(survey), str(n),
+            script = scratch / "build_subset.py"
+            script.write_text(BUILD_SCRIPT)
+            result = subprocess.run([sys.executable, str(script), str(survey), str(n),
                                      str(out), str(WORKERS)], capture_output=True, text=True,
-                                    check=True)
+                                    check=True, cwd=Path(__file__).resolve().parents[1])
             measured = json.loads(result.stdout.strip().splitlines()[-1])
             input_bytes = sum(p.stat().st_size for p in files[:n])
             rows.append({"spectra_files": n, **{k: round(v, 1) for k, v in measured.items()},

@@ -18,7 +18,10 @@ def ordered_map(func: Callable[..., Any], items: Sequence[Any], *args: Any,
         for item in items:
             yield func(item, *args)
         return
-    shared = [client.scatter(arg, broadcast=True) if _large(arg) else arg for arg in args]
+    # a table argument (the catalogue's S/N by spectrum) goes to every worker once, not with
+    # every task; wrapped in a list because scatter() of a bare dict makes a future per key
+    shared = [client.scatter([arg], broadcast=True)[0] if isinstance(arg, dict) else arg
+              for arg in args]
     window = window or 2 * max(len(client.scheduler_info()["workers"]), 1)
     pending: deque = deque()
     for item in items:
@@ -27,7 +30,3 @@ def ordered_map(func: Callable[..., Any], items: Sequence[Any], *args: Any,
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
-
-
-def _large(value: Any) -> bool:
-    return isinstance(value, dict) and len(value) > 1000

@@ -24,3 +24,21 @@ def test_local_cluster_build_equals_serial(real_spectra: Path, tmp_path: Path):
             np.testing.assert_array_equal(a[name][...], b[name][...], err_msg=name)
         assert a.attrs["inputs_sha256"] == b.attrs["inputs_sha256"]
         np.testing.assert_array_equal(a["rejected/reason"][...], b["rejected/reason"][...])
+
+
+def test_local_cluster_build_with_a_catalogue_equals_serial(tmp_path: Path):
+    pytest.importorskip("dask.distributed")
+    from builder.simulate import simulate_survey
+
+    survey = tmp_path / "survey"
+    simulate_survey(60, 3, survey, progress=None)
+    config = BuildConfig(batch_size=16)
+    cubes = {}
+    for name, workers in (("serial", None), ("parallel", 2)):
+        cubes[name] = tmp_path / f"{name}.h5"
+        build_cube([survey / "spectra"], cubes[name], catalog_path=survey / "DR16Q_v4.fits",
+                   truth_path=survey / "truth.fits", config=config, workers=workers,
+                   report=lambda _: None)
+    with h5py.File(cubes["serial"]) as a, h5py.File(cubes["parallel"]) as b:
+        for name in (*VARIABLES, "catalog/BI_CIV", "catalog/NHI_DLA", "truth/Z"):
+            np.testing.assert_array_equal(a[name][...], b[name][...], err_msg=name)
