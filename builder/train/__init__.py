@@ -12,13 +12,14 @@ from importlib import resources
 from typing import Any
 
 LATENT_SIZES = (3, 6, 9, 12, 15)
-BUDGET_KEYS = ("n_calls", "max_epochs", "batch_size", "seed")
+BUDGET_KEYS = ("n_calls", "max_epochs", "batch_size", "seed", "decoder_dropout")
 
 
-def profiles() -> dict[str, dict[str, int]]:
+def profiles() -> dict[str, dict[str, float]]:
     """Training budgets per release profile, from the one profile table (qsocube/profiles.toml)."""
     table = tomllib.loads(resources.files("qsocube").joinpath("profiles.toml").read_text())
-    return {name: {k: int(v) for k, v in settings.items() if k in BUDGET_KEYS}
+    return {name: {k: (float(v) if k == "decoder_dropout" else int(v))
+                   for k, v in settings.items() if k in BUDGET_KEYS}
             for name, settings in table.items()}
 
 

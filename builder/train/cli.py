@@ -40,8 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=_int_list, default=(256, 128),
                         help="encoder hidden layer sizes, mirrored in the decoder")
     parser.add_argument("--decoder-dropout", type=float, default=None,
-                        help="dropout of the decoder's hidden layers (default: 0.2, as the "
-                             "encoder's)")
+                        help="dropout of the decoder's hidden layers (default: the "
+                             "profile's, 0)")
     parser.add_argument("--seed", type=int, help="random seed (default: the profile's)")
     parser.add_argument("--workers", type=int, default=None,
                         help="processes training search calls side by side (default: 2 "
@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
                       args.state_dir or folder / ".state", latent_sizes=args.latent_sizes,
                       n_calls=budget["n_calls"], max_epochs=budget["max_epochs"],
                       batch_size=budget["batch_size"], seed=budget["seed"], hidden=args.hidden,
-                      workers=args.workers, decoder_dropout=args.decoder_dropout,
+                      workers=args.workers,
+                      decoder_dropout=(args.decoder_dropout if args.decoder_dropout is not None
+                                       else budget.get("decoder_dropout")),
                       scheduler=args.scheduler, parallel_calls=args.parallel_calls)
     except (CubeError, ConnectionError) as exc:  # bad input or address: one line
         raise UsageError(str(exc)) from None
