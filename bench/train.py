@@ -48,14 +48,11 @@ def matmul_gflops(threads: int, n: int = 2048, repeats: int = 10) -> float:
     import torch
 
     torch.set_num_threads(threads)
+    from bench.hardware import best_seconds
+
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+    return 2 * n**3 / best_seconds(lambda: a @ b, repeats) / 1e9
 
 
 def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
