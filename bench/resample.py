@@ -6,12 +6,11 @@ starts spread over 3.549-3.58 in log10 A) for size "full", 4,096 spectra for "sm
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.hardware import memory_bandwidth_gbs
+from bench.hardware import best_seconds, memory_bandwidth_gbs
 from qsocube.grid import DEFAULT_GRID
 from qsocube.preprocess import frame_batch, frame_span, resample_chunked, resample_seed
 
@@ -30,26 +29,18 @@ def _survey(n: int, seed: int = 0) -> tuple[list[int], list[np.ndarray], list[np
     return list(starts), fluxes, ivars
 
 
-def _best(func, repeats: int = 3) -> float:
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        func()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def run(size: str = "small") -> dict:
     n = SIZES[size]
     grid = DEFAULT_GRID
     starts, fluxes, ivars = _survey(n)
-    place_s = _best(lambda: frame_batch(starts, fluxes, ivars, grid), repeats=1)
+    place_s = best_seconds(lambda: frame_batch(starts, fluxes, ivars, grid), repeats=1)
     frame = frame_batch(starts, fluxes, ivars, grid)
     resample_chunked(frame, grid)  # builds the cached operator
-    rebin_s = _best(lambda: resample_chunked(frame, grid))
+    rebin_s = best_seconds(lambda: resample_chunked(frame, grid), repeats=3)
     sub = frame_batch(starts[:REFERENCE_SPECTRA], fluxes[:REFERENCE_SPECTRA],
                       ivars[:REFERENCE_SPECTRA], grid)
-    reference_s = _best(lambda: resample_seed(sub, grid), repeats=1) * n / REFERENCE_SPECTRA
+    reference_s = (best_seconds(lambda: resample_seed(sub, grid), repeats=1)
+                   * n / REFERENCE_SPECTRA)
     _, n_frame = frame_span(grid)
     bytes_moved = n * (n_frame * (4 + 4 + 1) + grid.n_pix * (4 + 4 + 1))
     bandwidth = memory_bandwidth_gbs()
@@ -78,10 +69,10 @@ def fits_reading(folder: Path | None = None, limit: int = 2000) -> dict:
     files = sorted(folder.glob("spec-*.fits"))[:limit]
     if not files:
         return {"stage": "fits_reading", "skipped": f"no spectra in {folder}"}
-    fast_s = _best(lambda: [read_spec_lite(p) for p in files], repeats=2)
+    fast_s = best_seconds(lambda: [read_spec_lite(p) for p in files], repeats=2)
     subset = files[:100]
-    astropy_s = _best(lambda: [_read_astropy(p) for p in subset], repeats=1) * len(files) / len(
-        subset)
+    subset_s = best_seconds(lambda: [_read_astropy(p) for p in subset], repeats=1)
+    astropy_s = subset_s * len(files) / len(subset)
     return {"stage": "fits_reading", "files": len(files), "folder": str(folder),
             "builder_reader_files_per_s": round(len(files) / fast_s),
             "astropy_reference_files_per_s": round(len(files) / astropy_s),
