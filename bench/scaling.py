@@ -34,10 +34,11 @@ if __name__ == "__main__":  # the Dask workers are spawned processes that re-imp
     summary = build_cube(paths, out, catalog_path=survey / "DR16Q_v4.fits", workers=workers,
                          config=BuildConfig(batch_size=512), report=lambda _: None)
     seconds = time.perf_counter() - start
+    # RUSAGE_CHILDREN is not reported: a child forked from this process inherits its
+    # resident pages in ru_maxrss, so it would only repeat the writer's figure
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps({"seconds": seconds, "accepted": summary["accepted"],
-                      "writer_peak_rss_mb": own / 1024, "worker_peak_rss_mb": children / 1024}))
+                      "writer_peak_rss_mb": own / 1024}))
 """
 
 def _du(path: Path) -> int:
@@ -87,7 +88,6 @@ def run(size: str = "small", work: Path | None = None) -> dict:
                 WORKERS * (intercept + slope * DR16Q_QUASARS) / 3600, 2),
             "extrapolated_DR16Q_cube_GB": round(cube_per_spectrum * DR16Q_QUASARS / 1e3, 1),
             "extrapolated_DR16Q_input_GB": round(input_per_file * DR16Q_QUASARS / 1e3, 1),
-            "peak_worker_rss_MB": max(r["worker_peak_rss_mb"] for r in rows),
             "peak_writer_rss_MB": max(r["writer_peak_rss_mb"] for r in rows),
         }
     finally:
