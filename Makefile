@@ -27,15 +27,18 @@ test: install test-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-# Headless Chromium renders the report and STILTS reads the catalogue in the tests; where
-# they cannot be installed (no root, no Debian) those tests skip with a message instead.
+# Headless Chromium renders the report, STILTS reads the catalogue, and ncdump/h5dump read
+# the cube in the tests; where they cannot be installed (no root, no Debian) those tests
+# skip with a message instead.
+TEST_TOOLS := chromium stilts ncdump h5dump
 test-tools:
-	@if ! command -v chromium >/dev/null || ! command -v stilts >/dev/null; then \
+	@missing=0; for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
+	if [ $$missing = 1 ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-				--no-install-recommends chromium stilts >/dev/null) \
-			|| echo "could not install chromium/stilts: their tests will skip"; \
-		else echo "chromium/stilts missing and not installable here: their tests will skip"; fi; \
+				--no-install-recommends chromium stilts netcdf-bin hdf5-tools >/dev/null) \
+			|| echo "could not install the test tools: their tests will skip"; \
+		else echo "test tools missing and not installable here: their tests will skip"; fi; \
 	fi
 
 bench: install

@@ -76,9 +76,12 @@ def write_variable(group: h5py.Group, name: str, data: Any, spec: dict[str, Any]
     if name in group:
         del group[name]
     dataset = group.create_dataset(name, data=values, dtype=dtype, maxshape=maxshape, **options)
-    for key in ("units", "long_name", "flag_values", "flag_masks", "flag_meanings"):
+    for key in ("units", "long_name", "flag_meanings"):
         if key in spec:
             dataset.attrs[key] = spec[key]
+    for key in ("flag_values", "flag_masks"):  # CF: of the variable's own type
+        if key in spec:
+            dataset.attrs[key] = np.asarray(spec[key], dtype=dtype)
     for key, value in (attrs or {}).items():
         dataset.attrs[key] = value
     if spec.get("coordinate"):

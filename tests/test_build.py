@@ -153,3 +153,23 @@ def test_cube_opens_in_xarray_with_named_dimensions(tmp_path: Path, spec_writer)
     assert tree["catalog"]["NHI_DLA"].dims == ("spectrum", "dla")
     assert tree["flux"].attrs["units"].startswith("1e-17")
     assert tree.sizes["spectrum"] == 5
+
+
+@pytest.mark.parametrize("tool, args", [("ncdump", ["-h"]), ("h5dump", ["-H"])])
+def test_netcdf_and_hdf5_tools_read_the_cube(tmp_path: Path, spec_writer, tool, args):
+    import shutil
+
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed (Debian: netcdf-bin / hdf5-tools)")
+    _make_inputs(tmp_path, spec_writer)
+    out = tmp_path / "cube.h5"
+    build_cube([tmp_path], out, report=_quiet)
+    result = subprocess.run([tool, *args, str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    if tool == "ncdump":
+        assert "spectrum = UNLIMITED ; // (5 currently)" in result.stdout
+        assert "float flux(spectrum, wavelength)" in result.stdout
+        assert "group: catalog" in result.stdout and "NHI_DLA(spectrum, dla)" in result.stdout
+        assert "mask:flag_masks = 1UB, 2UB" in result.stdout
+    else:
+        assert 'DATASET "flux"' in result.stdout and 'GROUP "catalog"' in result.stdout
