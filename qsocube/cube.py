@@ -92,10 +92,6 @@ def write_variable(group: h5py.Group, name: str, data: Any, spec: dict[str, Any]
     return dataset
 
 
-def write_coordinate(group: h5py.Group, name: str, values: Any) -> h5py.Dataset:
-    return write_variable(group, name, values)
-
-
 def write_open_variable(group: h5py.Group, name: str, data: Any, units: str = "1",
                         long_name: str = "") -> h5py.Dataset:
     """A variable of an open group (such as /truth): dims from the group's schema."""

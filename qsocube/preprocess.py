@@ -1,8 +1,9 @@
 """Resampling and normalisation: the one preprocessing path of the builder and inference.
 
-Pure functions on arrays (numpy only). Spectra arrive as a padded batch on the SDSS
-global 1e-4 dex frame; each target pixel is a fixed weighted sum of at most a few frame
-pixels, so resampling a whole batch is a handful of vectorised gathers.
+Pure functions on arrays (numpy and scipy.sparse). Spectra are placed on the SDSS global
+1e-4 dex frame by their integer offsets; each target pixel is then a fixed weighted sum
+of at most a few frame pixels, so resampling a whole batch is a few products with one
+sparse operator.
 
 Mask bits (``mask`` in the cube): a pixel is valid for science and training iff mask == 0.
 """

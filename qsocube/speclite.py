@@ -20,7 +20,6 @@ from qsocube.grid import SDSS_DLOGLAM
 SPEC_NAME = re.compile(r"^spec-(\d{4,})-(\d{5})-(\d{4})\.fits(\.gz)?$")
 META_COLUMNS = ("PLATE", "MJD", "FIBERID", "PLUG_RA", "PLUG_DEC", "Z", "CLASS", "ZWARNING",
                 "PLATESN2", "SN_MEDIAN_ALL", "THING_ID")
-ALL_AND_MASK_BITS = 0xFFFFFFFF
 # SPPIXMASK bits that mean the pixel's data are bad (NOPLUG, BADTRACE, BADFLAT, BADARC,
 # MANYREJECTED, NEARWHOPPER, WHOPPER, FULLREJECT, NODATA, COMBINEREJ, BADFLUXFACTOR).
 # Fibre-level warnings (MANYBADCOLUMNS, LARGESHIFT, BADSKYFIBER) and sky/informational
