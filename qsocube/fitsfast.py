@@ -85,42 +85,47 @@ def _value(text: str) -> object:
             return text
 
 
-class Header(dict):
+class Header:
     """Card values kept raw and parsed on first access: a BOSS SPALL header has ~500
     cards and only a few are read, so parsing them all would dominate reading time."""
 
+    def __init__(self, raw: dict[str, str]) -> None:
+        self._raw = raw
+        self._parsed: dict[str, object] = {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._raw
+
     def __getitem__(self, key: str) -> object:
-        value = dict.__getitem__(self, key)
-        if isinstance(value, _Raw):
-            value = _value(value)
-            dict.__setitem__(self, key, value)
-        return value
+        try:
+            return self._parsed[key]
+        except KeyError:
+            value = self._parsed[key] = _value(self._raw[key])
+            return value
 
     def get(self, key: str, default: object = None) -> object:
-        return self[key] if key in self else default
+        return self[key] if key in self._raw else default
 
-    def raw(self, key: str) -> str:
-        return str(dict.__getitem__(self, key))
-
-
-class _Raw(str):
-    """An unparsed card value."""
+    def raw(self, key: str, default: str | None = None) -> str | None:
+        return self._raw.get(key, default)
 
 
 def _header(data: bytes, start: int) -> tuple[Header, int]:
-    header = Header()
-    position = start
-    while True:
-        if position + BLOCK > len(data):
-            raise Broken("truncated header")
-        block = data[position:position + BLOCK].decode("ascii", "replace")
-        for card_start in range(0, BLOCK, CARD_LENGTH):
-            card = block[card_start:card_start + CARD_LENGTH]
-            if card[8:10] == "= ":
-                header.setdefault(card[:8].rstrip(), _Raw(card[10:]))
-            elif card.startswith("END "):
-                return header, position + BLOCK
-        position += BLOCK
+    """The header starting at ``start`` and the offset of its data (the next block)."""
+    end = data.find(END_CARD, start)
+    while end >= 0 and (end - start) % CARD_LENGTH:  # "END" inside a card's text
+        end = data.find(END_CARD, end + 1)
+    if end < 0:
+        raise Broken("truncated header")
+    text = data[start:end].decode("ascii", "replace")
+    cards = [text[i:i + CARD_LENGTH] for i in range(0, len(text), CARD_LENGTH)]
+    # reversed so that the first of repeated keywords wins, as in astropy
+    header = Header({card[:8].rstrip(): card[10:] for card in reversed(cards)
+                     if card[8:10] == "= "})
+    data_start = start + (end - start + CARD_LENGTH + BLOCK - 1) // BLOCK * BLOCK
+    if data_start > len(data):
+        raise Broken("truncated header")
+    return header, data_start
 
 
 def _data_size(header: Header) -> int:
@@ -134,16 +139,25 @@ def _data_size(header: Header) -> int:
     return -(-size // BLOCK) * BLOCK
 
 
+@lru_cache(maxsize=16)
+def _column_keys(n_fields: int) -> tuple[tuple[str, ...], ...]:
+    """The keywords TFORMn, TTYPEn, TSCALn, TZEROn for n = 1..n_fields, as four tuples."""
+    fields = range(1, n_fields + 1)
+    return tuple(tuple(f"{stem}{i}" for i in fields)
+                 for stem in ("TFORM", "TTYPE", "TSCAL", "TZERO"))
+
+
 def _columns(header: Header) -> dict[str, tuple[int, str, int]]:
-    n_fields = int(header.get("TFIELDS", 0))
-    try:
-        forms = tuple(header.raw(f"TFORM{i}") for i in range(1, n_fields + 1))
-    except KeyError:
-        raise Broken("a column has no TFORM") from None
-    names = tuple(header.raw(f"TTYPE{i}") if f"TTYPE{i}" in header else ""
-                  for i in range(1, n_fields + 1))
-    scaled = tuple(f"TSCAL{i}" in header or f"TZERO{i}" in header
-                   for i in range(1, n_fields + 1))
+    # map() over precomputed keywords: a SPALL table has 236 columns, read in every file
+    raw = header._raw
+    form_keys, name_keys, scale_keys, zero_keys = _column_keys(int(header.get("TFIELDS", 0)))
+    forms = tuple(map(raw.get, form_keys))
+    if None in forms:
+        raise Broken("a column has no TFORM")
+    names = tuple(map(raw.get, name_keys))
+    scaled = tuple(map(raw.__contains__, scale_keys))
+    if any(map(raw.__contains__, zero_keys)):
+        scaled = tuple(map(bool.__or__, scaled, map(raw.__contains__, zero_keys)))
     columns, row_bytes = _layout(forms, names, scaled)
     if row_bytes != int(header.get("NAXIS1", -1)):
         raise Broken("row size does not match the column formats")
@@ -151,7 +165,7 @@ def _columns(header: Header) -> dict[str, tuple[int, str, int]]:
 
 
 @lru_cache(maxsize=64)
-def _layout(forms: tuple[str, ...], names: tuple[str, ...], scaled: tuple[bool, ...]
+def _layout(forms: tuple[str, ...], names: tuple[str | None, ...], scaled: tuple[bool, ...]
             ) -> tuple[dict[str, tuple[int, str, int]], int]:
     """Column offsets of a table layout; cached because a survey's files share layouts."""
     columns: dict[str, tuple[int, str, int]] = {}
