@@ -18,10 +18,10 @@ from pathlib import Path
 
 from builder import cubewriter
 from builder.inputs import find_spectra
-from builder.parallel import ordered_map
 from builder.partition import process_partition
 from qsocube.cluster import dask_client
 from qsocube.grid import WavelengthGrid
+from qsocube.parallel import ordered_map
 from qsocube.prepare import DEFAULT_MIN_COVERED_FRACTION
 from qsocube.progress import Rate, say
 
@@ -53,12 +53,13 @@ def build_cube(spectra_sources: Sequence[str | Path], out: Path, *,
                config: BuildConfig | None = None,
                source: str = "SDSS", overwrite: bool = False,
                scheduler: str | None = None, workers: int | None = None,
-               report: Callable[[str], None] = say) -> dict:
+               processes: int = 1, report: Callable[[str], None] = say) -> dict:
     """Build a cube at ``out`` (atomically) and return a summary.
 
-    With ``scheduler`` (a Dask scheduler address) or ``workers`` > 1 (a LocalCluster),
-    partitions of ``config.batch_size`` files are read and resampled in parallel and
-    gathered here in order, so the cube is identical to the serial path's.
+    With ``scheduler`` (a Dask scheduler address) or ``workers`` > 1 (a LocalCluster), or
+    else ``processes`` > 1 local processes, partitions of ``config.batch_size`` files are
+    read and resampled in parallel and gathered here in order, so the cube is identical to
+    the serial path's. Local processes are used only when there are two partitions or more.
     """
     from builder.catalog_join import CatalogIndex
 
@@ -79,8 +80,12 @@ def build_cube(spectra_sources: Sequence[str | Path], out: Path, *,
     with contextlib.ExitStack() as stack, cubewriter.CubeWriter(out, config.grid) as writer:
         client = (stack.enter_context(dask_client(scheduler, workers))
                   if scheduler or (workers or 0) > 1 else None)
-        for chunk, part in zip(chunks, ordered_map(process_partition, chunks, catalog_snr, config,
-                                                   client=client), strict=True):
+        local = processes if client is None and len(chunks) > 1 else 1
+        if local > 1:
+            report(f"build: reading and resampling on {local} local processes")
+        parts = ordered_map(process_partition, chunks, catalog_snr, config, client=client,
+                            processes=local)
+        for chunk, part in zip(chunks, parts, strict=True):
             for message in part.messages:
                 report(message)
             rejected += part.rejected + writer.append(part, seen)

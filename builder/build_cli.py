@@ -30,6 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "simulated if a truth table is given)")
     parser.add_argument("--batch-size", type=int, default=1024,
                         help="files per partition (bounds memory; the unit of parallel work)")
+    parser.add_argument("--processes", type=int, default=None, metavar="N",
+                        help="local processes that read and resample (default: the cores "
+                        "available, at most 8; 1 = in this process)")
     parser.add_argument("--workers", type=int, default=None,
                         help="read and resample on a local Dask cluster with this many workers")
     parser.add_argument("--scheduler", default=None,
@@ -40,7 +43,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from builder.build import BuildConfig, build_cube
     from builder.dr16q import CatalogError
+    from qsocube.parallel import default_processes
 
+    if args.processes is not None and args.processes < 1:
+        raise UsageError("--processes must be at least 1")
     for option, path in (("--catalog", args.catalog), ("--truth", args.truth)):
         if path is not None and not path.is_file():
             raise UsageError(f"{option} {path}: no such file")
@@ -52,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         build_cube(args.spectra, args.out, catalog_path=args.catalog, truth_path=args.truth,
                    config=config, source=source, overwrite=args.overwrite,
-                   scheduler=args.scheduler, workers=args.workers)
+                   scheduler=args.scheduler, workers=args.workers,
+                   processes=args.processes or default_processes())
     except CatalogError as exc:
         raise UsageError(str(exc)) from None
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from qsocube.atomic import remove_stale_partials, write_text_atomic
 from qsocube.cube import file_sha256
+from qsocube.parallel import default_processes
 from qsocube.progress import say
 from qsocube.validate import CUBE_NAME, MANIFEST, release_files, validate
 
@@ -85,7 +86,8 @@ def run_release(profile: str, release: Path, *, overrides: dict | None = None,
     if not (state.is_done("build", build_key) and cube.exists()):
         say(f"[2/5] building {cube}")
         build_cube([spectra], cube, catalog_path=catalog, truth_path=truth, config=config,
-                   source="simulated" if truth else "SDSS", overwrite=True)
+                   source="simulated" if truth else "SDSS", overwrite=True,
+                   processes=default_processes())
         state.mark("build", build_key)
         state.done.pop("analyze", None)
     say("[3/5] training (resumes finished latent sizes and search calls)")

@@ -1,0 +1,41 @@
+"""qsocube.parallel.ordered_map: order, shared arguments and errors on every path."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from qsocube.parallel import default_processes, ordered_map
+
+
+def offset_square(item: int, offset: int, table: dict) -> tuple[int, int, int]:
+    if item == table["fail_at"]:
+        raise ValueError(f"item {item} is bad")
+    return item * item + offset, table["tag"], os.getpid()
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_results_come_back_in_order_with_the_shared_arguments(processes: int):
+    items = list(range(23))
+    results = list(ordered_map(offset_square, items, 5, {"fail_at": -1, "tag": 7},
+                               processes=processes, window=3))
+    assert [r[0] for r in results] == [i * i + 5 for i in items]
+    assert {r[1] for r in results} == {7}
+    pids = {r[2] for r in results}
+    assert (os.getpid() in pids) == (processes == 1)  # the parallel path ran elsewhere
+    assert len(pids) <= processes
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_an_error_in_one_item_reaches_the_caller_after_the_earlier_results(processes: int):
+    got = []
+    with pytest.raises(ValueError, match="item 4 is bad"):
+        for result in ordered_map(offset_square, range(10), 0, {"fail_at": 4, "tag": 0},
+                                  processes=processes):
+            got.append(result[0])
+    assert got == [0, 1, 4, 9]
+
+
+def test_default_processes_is_the_usable_cores_capped():
+    assert 1 <= default_processes() <= min(len(os.sched_getaffinity(0)), 8)
