@@ -20,11 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from inference.encoder import DEFAULT_MIN_COVERED, Encoded, Encoder
-from inference.sources import FLAG_MEANINGS, OK, Batch, discover, iter_batches, plan_parts
+from inference.inputs import discover
+from inference.sources import FLAG_MEANINGS, OK, Batch, plan_parts, read_batches
 from inference.writers import check_output, open_writer
 from qsocube import __version__
 from qsocube.cli import UsageError
 from qsocube.cube import file_sha256
+from qsocube.parallel import default_processes
 from qsocube.progress import Rate, say
 
 SHOWN_REJECTIONS = 5  # reasons printed on stderr; all of them are in the output rows
@@ -47,6 +49,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="onnxruntime threads (default: the cores available, at most 8; "
                              "1 per task on Dask workers)")
+    parser.add_argument("--processes", type=int, default=None, metavar="N",
+                        help="local processes that read and resample the inputs (default: "
+                             "the cores available, at most 8; 1 = a thread of this process)")
     parser.add_argument("--min-covered", type=float, default=DEFAULT_MIN_COVERED,
                         help="reject spectra covering less of the grid than this fraction "
                              f"(default {DEFAULT_MIN_COVERED})")
@@ -108,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--min-covered must be between 0 and 1")
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    if args.processes is not None and args.processes < 1:
+        raise UsageError("--processes must be at least 1")
     on_dask = bool(args.scheduler) or (args.workers or 0) > 1
     if on_dask:
         from qsocube.cluster import require_dask
@@ -131,10 +138,15 @@ def run(args: argparse.Namespace) -> int:
             parts = distributed.encode_parts(client, plan_parts(sources, args.batch), encoder,
                                              args.threads)
         else:
-            batches = iter_batches(sources, encoder.grid,
-                                   encoder.pair.meta["resampling_method"], args.min_covered,
-                                   args.batch)
-            parts = ((encoder.encode_batch(b), b.files) for b in prefetched(batches))
+            plan = list(plan_parts(sources, args.batch))
+            processes = min(args.processes or default_processes(), len(plan))
+            if processes > 1:
+                say(f"qsocube encode: reading on {processes} local processes")
+            batches = read_batches(plan, encoder.grid, encoder.pair.meta["resampling_method"],
+                                   args.min_covered, processes)
+            if processes == 1:  # overlap reading with encoding and writing all the same
+                batches = prefetched(batches)
+            parts = ((encoder.encode_batch(b), b.files) for b in batches)
         with open_writer(args.out, encoder.latent_size, overwrite=args.overwrite) as writer:
             for part, files in parts:
                 writer.write(part)

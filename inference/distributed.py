@@ -21,7 +21,7 @@ from typing import Any
 
 from inference.encoder import Encoded, Encoder
 from inference.model import ModelError
-from inference.sources import Part, PartReader
+from inference.sources import Part, read_part
 from qsocube.cube import file_sha256
 
 
@@ -57,11 +57,7 @@ def encode_part(part: Part, model: tuple[str, str, str], settings: tuple
     threads, min_covered, method, folder = settings
     encoder = _worker_encoder(model, threads, min_covered)
     absolute = replace(part, paths=tuple(Path(folder, p) for p in part.paths))
-    reader = PartReader(encoder.grid, method, min_covered)
-    try:
-        batch = reader.read(absolute)
-    finally:
-        reader.close()
+    batch = read_part(absolute, encoder.grid, method, min_covered)
     if absolute.paths != part.paths:  # name relative inputs as given, as the serial path does
         pairs = [(str(a), str(p)) for a, p in zip(absolute.paths, part.paths, strict=True)]
         for i in range(len(batch)):

@@ -16,15 +16,16 @@ from typing import Any
 import h5py
 import numpy as np
 
+from inference.inputs import discover
 from inference.model import ModelError, load_pair
 from inference.sources import (
     FLAG_MEANINGS,
     OK,
     Batch,
-    discover,
     empty_ids,
     grid_batch,
-    iter_batches,
+    plan_parts,
+    read_batches,
 )
 from qsocube.cube import file_sha256, model_group_name, model_input_from_cube
 from qsocube.grid import WavelengthGrid
@@ -164,17 +165,22 @@ class Encoder:
                                                  covered, flag, reasons)))
         return Encoded.concat(parts)
 
-    def iter_encode(self, inputs: Iterable[str | Path], batch_size: int = 1024
-                    ) -> Iterator[Encoded]:
-        """Encode FITS files, folders, globs, cubes or array files batch by batch."""
-        sources = discover([str(p) for p in inputs], self.grid)
-        for batch in iter_batches(sources, self.grid, self.pair.meta["resampling_method"],
-                                  self.min_covered_fraction, batch_size):
+    def iter_encode(self, inputs: Iterable[str | Path], batch_size: int = 1024,
+                    processes: int = 1) -> Iterator[Encoded]:
+        """Encode FITS files, folders, globs, cubes or array files batch by batch.
+
+        ``processes`` > 1 reads and resamples on that many local processes (started with
+        ``forkserver``: a script that uses it needs the ``if __name__ == "__main__":`` guard).
+        """
+        parts = list(plan_parts(discover([str(p) for p in inputs], self.grid), batch_size))
+        for batch in read_batches(parts, self.grid, self.pair.meta["resampling_method"],
+                                  self.min_covered_fraction, processes):
             yield self.encode_batch(batch)
 
-    def encode_files(self, paths: Iterable[str | Path], batch_size: int = 1024) -> Encoded:
+    def encode_files(self, paths: Iterable[str | Path], batch_size: int = 1024,
+                     processes: int = 1) -> Encoded:
         """Encode spec-lite FITS files (or folders/globs of them); all results in memory."""
-        return Encoded.concat(list(self.iter_encode(paths, batch_size)))
+        return Encoded.concat(list(self.iter_encode(paths, batch_size, processes)))
 
 
 def check_against_cube(cube_path: str | Path, encoder_path: str | Path,

@@ -1,21 +1,14 @@
-"""Find the inputs of ``qsocube encode`` and read them in bounded batches of model input.
+"""Read the inputs of ``qsocube encode`` in bounded batches of model input.
 
-Inputs are spec-lite FITS files (or folders and globs of them), a qsocube cube (its flux), or
-arrays already on the model's grid: an HDF5 file with ``flux`` and ``ivar`` (spectrum, pixel)
-datasets, or a ``.npy`` file holding ``np.stack([flux, ivar])`` of shape (2, n, n_pix).
-Every spectrum goes through qsocube's reader, resampler and normaliser, the builder's path.
-
-Batches are planned before they are read (``plan_parts``: runs of FITS files, row ranges of
-array inputs) so that a Dask cluster can read the same parts the serial path reads
-(``inference.distributed``).
-
-Whole-input problems known before any work (a path that does not exist, a cube or array
-file on another grid) are ``UsageError``; a spectrum that fails later gets a flagged row.
+The inputs are found and classified by ``inference.inputs``. Every spectrum goes through
+qsocube's reader, resampler and normaliser: the builder's path. Batches are planned before
+they are read (``plan_parts``: runs of FITS files, row ranges of array inputs) so that local
+processes or a Dask cluster read the same parts the serial path reads (``read_part``).
+A spectrum that cannot be used gets a flagged row with a reason, never an exception.
 """
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,26 +16,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from qsocube.cli import UsageError
+from inference.inputs import Source
 from qsocube.grid import WavelengthGrid
+from qsocube.parallel import ordered_map
 from qsocube.prepare import Prepared, prepare, usability
 from qsocube.preprocess import NO_DATA, model_input, normalisation_factor
 from qsocube.speclite import SPEC_NAME, read_spec_lite
 
-FITS_SUFFIXES = (".fits", ".fits.gz", ".fit")
-H5_SUFFIXES = (".h5", ".hdf5", ".nc")
 # Row flags (CF flag_values / flag_meanings in the output).
 OK, UNREADABLE, ALL_MASKED, LOW_COVERAGE, BAD_NORM = 0, 1, 2, 3, 4
 FLAG_MEANINGS = ("ok", "unreadable", "all_masked", "low_coverage", "bad_normalisation")
 ID_COLUMNS = {"PLATE": (np.int32, -1), "MJD": (np.int32, -1), "FIBERID": (np.int32, -1),
               "CLASS": (object, ""), "Z": (np.float32, np.nan)}
-
-
-@dataclass
-class Source:
-    kind: str  # "fits" | "cube" | "arrays_h5" | "npy"
-    path: Path
-    count: int  # spectra in this input
 
 
 @dataclass
@@ -60,89 +45,6 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.source)
-
-
-def is_fits(path: Path) -> bool:
-    return path.name.lower().endswith(FITS_SUFFIXES)
-
-
-def _expand(item: str) -> list[Path]:
-    path = Path(item)
-    if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and is_fits(p))
-        if not found:
-            raise UsageError(f"{item}: folder holds no FITS files ({', '.join(FITS_SUFFIXES)})")
-        return found
-    if path.exists():
-        return [path]
-    if glob.has_magic(item):
-        found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
-        if not found:
-            raise UsageError(f"{item}: pattern matches no files")
-        return found
-    raise UsageError(f"{item}: no such file or folder")
-
-
-def _check_grid_file(path: Path, n: int, n_pix: int, grid: WavelengthGrid,
-                     wavelength: np.ndarray | None, grid_sha: str | None) -> None:
-    if grid_sha is not None and grid_sha != grid.sha256:
-        raise UsageError(f"{path}: grid differs: input grid_sha256 {grid_sha[:12]}, the model's "
-                         f"{grid.sha256[:12]} (use a model of the same release)")
-    if n_pix != grid.n_pix:
-        raise UsageError(f"{path}: {n_pix} pixels per spectrum, the model's grid has "
-                         f"{grid.n_pix}")
-    if wavelength is not None and not np.allclose(wavelength, grid.wavelength, rtol=1e-6):
-        raise UsageError(f"{path}: its 'wavelength' differs from the model's grid")
-
-
-def _describe_h5(path: Path, grid: WavelengthGrid) -> Source:
-    try:
-        with h5py.File(path, "r") as h5:
-            if "flux" not in h5 or "ivar" not in h5:
-                raise UsageError(f"{path}: HDF5 input needs 'flux' and 'ivar' datasets")
-            n, n_pix = h5["flux"].shape if h5["flux"].ndim == 2 else (0, -1)
-            if h5["ivar"].shape != h5["flux"].shape:
-                raise UsageError(f"{path}: 'flux' {h5['flux'].shape} and 'ivar' "
-                                 f"{h5['ivar'].shape} differ in shape")
-            wave = h5["wavelength"][...] if "wavelength" in h5 else None
-            sha = h5.attrs.get("grid_sha256")
-            _check_grid_file(path, n, n_pix, grid, wave, None if sha is None else str(sha))
-            kind = "cube" if "mask" in h5 and "norm" in h5 else "arrays_h5"
-    except OSError as exc:
-        raise UsageError(f"{path}: not a readable HDF5 file ({exc})") from None
-    return Source(kind, path, n)
-
-
-def _describe_npy(path: Path, grid: WavelengthGrid) -> Source:
-    try:
-        stack = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: not a readable .npy array ({exc})") from None
-    if stack.ndim != 3 or stack.shape[0] != 2:
-        raise UsageError(f"{path}: shape {stack.shape}; expected (2, n, n_pix) = "
-                         "np.stack([flux, ivar])")
-    _check_grid_file(path, stack.shape[1], stack.shape[2], grid, None, None)
-    return Source("npy", path, stack.shape[1])
-
-
-def discover(inputs: Iterable[str], grid: WavelengthGrid) -> list[Source]:
-    """Expand folders and globs and classify every input; raise UsageError on bad ones."""
-    sources: list[Source] = []
-    for item in inputs:
-        for path in _expand(item):
-            name = path.name.lower()
-            if is_fits(path):
-                sources.append(Source("fits", path, 1))
-            elif name.endswith(H5_SUFFIXES):
-                sources.append(_describe_h5(path, grid))
-            elif name.endswith(".npy"):
-                sources.append(_describe_npy(path, grid))
-            else:
-                raise UsageError(f"{path}: unknown input type (expected FITS spec-lite, "
-                                 ".h5 or .npy)")
-    if not sources:
-        raise UsageError("no inputs given")
-    return sources
 
 
 def empty_ids(n: int) -> dict[str, np.ndarray]:
@@ -323,12 +225,36 @@ class PartReader:
         return Batch(names, ids, x, w, covered, flag.astype(np.uint8), reasons, files=done)
 
 
+def read_part(part: Part, grid: WavelengthGrid, method: str, min_covered: float) -> Batch:
+    """One part as a batch, opening and closing its input (a task for a process or worker)."""
+    reader = PartReader(grid, method, min_covered)
+    try:
+        return reader.read(part)
+    finally:
+        reader.close()
+
+
 def iter_batches(sources: list[Source], grid: WavelengthGrid, method: str, min_covered: float,
                  size: int = 1024) -> Iterator[Batch]:
     """Batches of at most ``size`` spectra, in input order; memory ~ size x n_pix."""
+    return _read_serially(plan_parts(sources, size), grid, method, min_covered)
+
+
+def read_batches(parts: list[Part], grid: WavelengthGrid, method: str, min_covered: float,
+                 processes: int = 1) -> Iterator[Batch]:
+    """The planned parts as batches, in order; read on up to ``processes`` local processes
+    when there are two parts or more (the same parts read by the same code: same batches)."""
+    if processes > 1 and len(parts) > 1:
+        return ordered_map(read_part, parts, grid, method, min_covered,
+                           processes=min(processes, len(parts)))
+    return _read_serially(parts, grid, method, min_covered)
+
+
+def _read_serially(parts: Iterable[Part], grid: WavelengthGrid, method: str,
+                   min_covered: float) -> Iterator[Batch]:
     reader = PartReader(grid, method, min_covered)
     try:
-        for part in plan_parts(sources, size):
+        for part in parts:
             yield reader.read(part)
     finally:
         reader.close()

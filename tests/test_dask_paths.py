@@ -173,7 +173,8 @@ def test_encode_on_the_cluster_equals_serial(cluster, encoding, tmp_path, monkey
     monkeypatch.chdir(encoding["folder"])
     common = ["encode", "--model", str(encoding["pair"].encoder), "--batch", "7",
               *encoding["inputs"]]
-    assert main([*common, "--out", str(tmp_path / "serial.h5")]) == 1  # one broken file
+    serial = ["--processes", "1", "--out", str(tmp_path / "serial.h5")]
+    assert main([*common, *serial]) == 1  # one broken file
     assert main([*common, "--out", str(tmp_path / "dask.h5"),
                  "--scheduler", cluster.scheduler_address]) == 1
     err = capsys.readouterr().err

@@ -16,7 +16,8 @@ from astropy.io import fits
 from test_inference_fixture import build_pair, calibrated_pair, draw, write_cube, write_spec_lite
 
 from inference import Encoder
-from inference.sources import OK, UNREADABLE, discover, iter_batches
+from inference.inputs import discover
+from inference.sources import OK, UNREADABLE, iter_batches
 from qsocube.cli import main
 from qsocube.cube import model_group_name
 from qsocube.grid import WavelengthGrid
@@ -135,6 +136,25 @@ def test_a_corrupt_chunk_flags_its_rows_and_the_run_goes_on(pair, tmp_path, caps
         assert flag.tolist() == [OK] * 64 + [UNREADABLE] * 64 + [OK] * 64
         assert "rows 64-127 unreadable" in got["reason"].asstr()[64]
         assert np.isfinite(got["latent_mean"][128:]).all()
+
+
+def test_local_processes_give_the_in_process_output(pair, spectra, tmp_path, capsys) -> None:
+    np.save(tmp_path / "grid.npy", np.stack(draw(np.random.default_rng(15), pair, 5)))
+    common = ["--model", pair.encoder, "--batch", "2", spectra, tmp_path / "grid.npy"]
+    outputs = {}
+    for processes in ("1", "2"):
+        outputs[processes] = tmp_path / f"codes_{processes}.h5"
+        code, err = encode(capsys, *common, "--out", outputs[processes], "--processes", processes)
+        assert code == 1  # the broken file
+        assert ("reading on 2 local processes" in err) == (processes == "2")
+    with h5py.File(outputs["1"]) as one, h5py.File(outputs["2"]) as two:
+        assert set(one) == set(two) and len(one["flag"]) == 10
+        for name in one:
+            np.testing.assert_array_equal(one[name][...], two[name][...], err_msg=name)
+    api = Encoder(pair.encoder).encode_files([spectra, tmp_path / "grid.npy"], batch_size=3,
+                                             processes=2)
+    with h5py.File(outputs["1"]) as one:
+        np.testing.assert_array_equal(api.latent_mean, one["latent_mean"][...])
 
 
 def test_streaming_keeps_memory_to_a_batch(pair, tmp_path) -> None:
