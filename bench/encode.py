@@ -6,8 +6,9 @@
 * In-memory rates at batch 1, 64 and 4,096: ``Encoder.latent`` (onnxruntime) against the
   same torch module in eager mode, same threads, rounds interleaved and the best round kept
   (this machine is shared: the best round is the least disturbed one).
-* End to end: ``qsocube encode`` from spec-lite FITS files to an .h5 file, against the
-  straightforward reference (one file at a time: read, resample, encode at batch 1).
+* End to end: ``qsocube encode`` from spec-lite FITS files to an .h5 file (on its default
+  local processes, and in one process), against the straightforward reference (one file
+  at a time: read, resample, encode at batch 1).
 * The hardware bound: the float32 GEMM rate onnxruntime reaches on a large square product,
   turned into spectra/s by the encoder's FLOPs per spectrum.
 
@@ -149,19 +150,24 @@ def _fits_inputs(folder: Path, repeat: int) -> tuple[list[str], int]:
 
 
 def end_to_end(encoder_path: Path, folder: Path, repeat: int) -> dict[str, float]:
-    """``qsocube encode`` FITS -> .h5, and the one-file-at-a-time reference."""
+    """``qsocube encode`` FITS -> .h5 (default local processes, and in one process), against
+    the one-file-at-a-time reference (read, resample, encode at batch 1)."""
     from inference import Encoder
     from qsocube.cli import main
+    from qsocube.parallel import default_processes
     from qsocube.prepare import prepare
     from qsocube.preprocess import model_input
     from qsocube.speclite import SpectrumError, read_spec_lite
 
     inputs, n = _fits_inputs(folder, repeat)
-    start = time.perf_counter()
-    with contextlib.redirect_stderr(io.StringIO()):
-        code = main(["encode", "--model", str(encoder_path), "--out", str(folder / "out.h5"),
-                     "--overwrite", *inputs])
-    product = n / (time.perf_counter() - start)
+    rates, code = {}, 0
+    for label, processes in (("product", default_processes()), ("product_one_process", 1)):
+        start = time.perf_counter()
+        with contextlib.redirect_stderr(io.StringIO()):
+            code = main(["encode", "--model", str(encoder_path), "--out",
+                         str(folder / "out.h5"), "--overwrite", "--processes", str(processes),
+                         *inputs])
+        rates[label] = n / (time.perf_counter() - start)
     encoder = Encoder(encoder_path)
     reference_files = inputs[: min(n, 300)]
     start = time.perf_counter()
@@ -173,8 +179,10 @@ def end_to_end(encoder_path: Path, folder: Path, repeat: int) -> dict[str, float
         x, _ = model_input(prepared.flux, prepared.ivar, prepared.mask, prepared.norm)
         encoder.latent(x)
     reference = len(reference_files) / (time.perf_counter() - start)
-    return {"files": n, "exit_code": code, "product_spectra_per_s": product,
-            "reference_spectra_per_s": reference, "ratio": product / reference}
+    return {"files": n, "exit_code": code, "processes": default_processes(),
+            "product_spectra_per_s": rates["product"],
+            "product_one_process_spectra_per_s": rates["product_one_process"],
+            "reference_spectra_per_s": reference, "ratio": rates["product"] / reference}
 
 
 def run(size: str = "small") -> dict:

@@ -1,8 +1,9 @@
 """`qsocube release`: the whole pipeline for one profile, resumable stage by stage.
 
 simulate -> build -> train -> analyze -> manifest. Each stage records what it was made
-from in RELEASE/.state/stages.json; a rerun skips a stage whose inputs and configuration
-are unchanged, and a killed run leaves only complete files under their final names.
+from in RELEASE/.state/stages.json (inputs, configuration and the software version); a
+rerun skips a stage whose record is unchanged, and a killed run leaves only complete files
+under their final names.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
+from qsocube import __version__
 from qsocube.atomic import remove_stale_partials, write_text_atomic
 from qsocube.cube import file_sha256
 from qsocube.parallel import default_processes
@@ -30,6 +32,20 @@ def load_profiles() -> dict[str, dict]:
 
 def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def simulate_key(settings: dict) -> str:
+    """What the simulated survey is made from: its size, its seed and this software."""
+    return _digest({"n_quasars": settings["n_quasars"], "seed": settings["seed"],
+                    "software_version": __version__})
+
+
+def build_key(config_json: str, simulate_record: str | None, spectra: Path,
+              catalog: Path | None) -> str:
+    """What the cube is made from: the build configuration, the inputs and this software."""
+    return _digest({"config": config_json, "simulate": simulate_record,
+                    "software_version": __version__, "spectra": str(spectra),
+                    "catalog": str(catalog)})
 
 
 class StageState:
@@ -71,7 +87,7 @@ def run_release(profile: str, release: Path, *, overrides: dict | None = None,
     truth = None
     if spectra is None:
         survey = release / "input"
-        key = _digest({k: settings[k] for k in ("n_quasars", "seed")})
+        key = simulate_key(settings)
         if not state.is_done("simulate", key):
             from builder.simulate import simulate_survey
 
@@ -81,14 +97,13 @@ def run_release(profile: str, release: Path, *, overrides: dict | None = None,
         spectra, catalog = survey / "spectra", survey / "DR16Q_v4.fits"
         truth = survey / "truth.fits"
     config = BuildConfig()
-    build_key = _digest({"config": config.to_json(), "simulate": state.done.get("simulate"),
-                         "spectra": str(spectra), "catalog": str(catalog)})
-    if not (state.is_done("build", build_key) and cube.exists()):
+    key = build_key(config.to_json(), state.done.get("simulate"), spectra, catalog)
+    if not (state.is_done("build", key) and cube.exists()):
         say(f"[2/5] building {cube}")
         build_cube([spectra], cube, catalog_path=catalog, truth_path=truth, config=config,
                    source="simulated" if truth else "SDSS", overwrite=True,
                    processes=default_processes())
-        state.mark("build", build_key)
+        state.mark("build", key)
         state.done.pop("analyze", None)
     say("[3/5] training (resumes finished latent sizes and search calls)")
     from builder.train import train_release

@@ -97,3 +97,17 @@ def test_killed_release_resumes_to_the_same_result(smoke_release: Path, tmp_path
                                        ref[f"{group}/latent_mean"][...], atol=1e-6)
             np.testing.assert_array_equal(resumed[f"{group}/search/lambda"][...],
                                           ref[f"{group}/search/lambda"][...])
+
+
+def test_stage_records_change_with_the_software_version(monkeypatch):
+    from qsocube import release
+
+    settings = {"n_quasars": 400, "seed": 1, "n_calls": 2}
+    before = (release.simulate_key(settings),
+              release.build_key("{}", "abc", Path("in/spectra"), None))
+    assert release.simulate_key({**settings, "n_calls": 9}) == before[0]  # not an input
+    assert release.build_key("{}", "abd", Path("in/spectra"), None) != before[1]
+    monkeypatch.setattr(release, "__version__", "99.0.0")
+    after = (release.simulate_key(settings),
+             release.build_key("{}", "abc", Path("in/spectra"), None))
+    assert after[0] != before[0] and after[1] != before[1]
