@@ -91,6 +91,8 @@ def check_cube(path: Path, models_dir: Path | None = None) -> list[str]:
             for match in matches:
                 group = cube[match]
                 for name, variable in spec["variables"].items():
+                    if variable.get("optional") and name not in group:
+                        continue  # e.g. written by newer trainers only; checked when present
                     _check_variable(group, name, variable, problems)
                 for attribute in spec.get("attributes", []):
                     if attribute not in group.attrs:

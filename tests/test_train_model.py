@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from builder.train.data import SIGMA_FLOOR, cap_weights  # noqa: E402
-from builder.train.fit import objective_from  # noqa: E402
+from builder.train.fit import FitConfig, _train_epoch, evaluate, objective_from  # noqa: E402
 from builder.train.model import (  # noqa: E402
     InfoVAE,
     infovae_loss,
@@ -79,6 +79,46 @@ def test_total_loss_combines_terms_with_lambda_and_alpha():
         pytest.approx((t.recon + t.kl).item(), rel=1e-5))
     mse = (((x - x_hat) ** 2).sum(1) / 5).mean()  # every w > 0 here
     assert t.mse.item() == pytest.approx(mse.item(), rel=1e-6)
+
+
+def test_per_spectrum_mse_counts_valid_pixels_only():
+    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 4.0, 4.0]])
+    x_hat = torch.tensor([[1.0, 0.0, 0.0], [5.0, 5.0, 0.0]])
+    w = torch.tensor([[1.0, 1.0, 0.0], [2.0, 0.0, 0.0]])  # masked pixels: w == 0
+    z = torch.zeros(2, 2)
+    t = infovae_loss(x, w, x_hat, z, z, z, 1.0)
+    np.testing.assert_allclose(t.spectrum_mse.numpy(), [(0 + 4) / 2, 1 / 1])
+    assert t.mse.item() == pytest.approx(1.5)
+
+
+class _Flat(torch.nn.Module):
+    """Decodes every spectrum to one learnable constant (0): known per-spectrum MSEs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.level = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, generator=None, u=None):
+        codes = torch.zeros(len(x), 2)
+        return self.level.expand_as(x), codes, codes, codes
+
+
+def test_recorded_mse_median_is_the_bulk_when_one_spectrum_has_huge_x():
+    # nine spectra at x = 0.3 (MSE 0.09 against the flat 0) and one at x = 1500 (a z > 5
+    # spectrum with median flux ~ 0): the mean is ~2e5, the median stays the bulk's 0.09
+    x = torch.full((10, 6), 0.3)
+    x[4] = 1500.0
+    w = torch.ones_like(x)
+    config = FitConfig(latent_size=2, lam=1.0, batch_size=4)
+    model = _Flat()
+    val = evaluate(model, x, w, config)
+    assert val["mse_median"] == pytest.approx(0.09, rel=1e-5)
+    assert val["mse"] == pytest.approx((9 * 0.09 + 1500.0**2) / 10, rel=1e-5)
+    # training: lr 0 keeps the model flat through the epoch's batches (4, 4, 2 rows)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.0)
+    train = _train_epoch(model, optimiser, x, w, config, torch.Generator().manual_seed(0))
+    assert train["mse_median"] == pytest.approx(0.09, rel=1e-5)
+    assert train["mse"] > 1e5
 
 
 def test_cap_weights_is_a_variance_floor_relative_above_the_continuum():

@@ -111,6 +111,51 @@ def test_search_and_history_are_in_the_cube(release):
         np.testing.assert_allclose(history["val_loss"][...],
                                    state["calls"][best]["history"]["val_loss"])
         assert json.loads(group.attrs["train_config"])["max_epochs"] == BUDGET["max_epochs"]
+        record = state["calls"][best]
+        assert history.attrs["best_epoch"] == record["best_epoch"]
+        assert history.attrs["stopped"] == record["stopped"]
+        for name in ("train_mse_median", "val_mse_median"):
+            np.testing.assert_allclose(history[name][...], record["history"][name])
+            assert history[name].attrs["long_name"].startswith("median over")
+            assert history[name].dims[0][0].name.endswith("/epoch")
+        assert history["val_mse"].attrs["long_name"].startswith("mean over")
+
+
+def test_schema_lists_every_attribute_the_trainer_writes(release):
+    from qsocube.cube import schema_group
+
+    with h5py.File(release["cube"], "r") as cube:
+        for path in ("/models/latent_06", "/models/latent_06/history"):
+            spec = schema_group(path)
+            listed = set(spec.get("attributes", [])) | set(spec.get("optional_attributes", []))
+            written = {k for k in cube[path].attrs if not k.startswith(("DIMENSION_", "_"))}
+            assert written == listed, path
+            assert set(spec["attribute_descriptions"]) == listed, path
+
+
+def test_history_without_medians_still_validates(release, tmp_path):
+    # a group finished from a search call recorded before the medians existed
+    import builder.train.writeback as writeback
+    from qsocube.validate import check_cube
+
+    cube = tmp_path / "qsocube.h5"
+    shutil.copyfile(release["cube"], cube)
+    with h5py.File(cube, "r") as reader:
+        group = reader["models/latent_03"]
+        arrays = {k: group[k][...] for k in writeback.GROUP_VARIABLES}
+        attrs = dict(group.attrs)
+        search = {k: group["search"][k][...] for k in writeback.SEARCH_VARIABLES}
+        old = [k for k in writeback.HISTORY_VARIABLES
+               if k not in writeback.OPTIONAL_HISTORY_VARIABLES]
+        history = {k: group["history"][k][...] for k in old}
+    writeback.write_model_group(cube, 3, arrays, attrs, search, history)
+    with h5py.File(cube, "r") as written:
+        assert "val_mse_median" not in written["models/latent_03/history"]
+    assert check_cube(cube, release["folder"] / "models") == []
+    with h5py.File(cube, "r+") as broken:  # a required history variable is still required
+        del broken["models/latent_03/history/val_mse"]
+    assert any("history/val_mse: missing" in p
+               for p in check_cube(cube, release["folder"] / "models"))
 
 
 def test_cube_opens_as_a_datatree_with_named_dimensions(release):

@@ -70,6 +70,26 @@ def test_early_stopping_when_validation_loss_stops_improving(data):
     assert (result.stopped, result.epochs, result.best_epoch) == ("early_stopping", 3, 1)
 
 
+def test_history_records_comparable_median_mse_with_an_extreme_training_spectrum(data):
+    # one training spectrum with a near-zero median flux: x = flux / norm reaches ~1e3
+    tx, tw, vx, vw = _parts(data)
+    tx = tx.copy()
+    tx[0] *= 1000.0
+    tw = tw.copy()
+    tw[0] = cap_weights(data.w[data.rows(0)[0]] / 1000.0**2, tx[0])
+    result = fit(tx, tw, vx, vw, _config(max_epochs=3))
+    history = result.history
+    for key in ("train_mse_median", "val_mse_median"):
+        assert len(history[key]) == result.epochs and all(np.isfinite(history[key]))
+    for epoch in range(result.epochs):
+        train_mean, val_mean = history["train_mse"][epoch], history["val_mse"][epoch]
+        train_median = history["train_mse_median"][epoch]
+        val_median = history["val_mse_median"][epoch]
+        assert train_mean > 100 * val_mean  # the one spectrum dominates the mean...
+        assert 0.2 < train_median / val_median < 5  # ...not the median of either split
+        assert val_median <= val_mean
+
+
 def _search(data, folder: Path, n_calls: int, progress=None):
     config = SearchConfig(latent_size=3, n_calls=n_calls, max_epochs=3, batch_size=32,
                           hidden=HIDDEN)

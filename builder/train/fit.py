@@ -19,7 +19,13 @@ import torch
 
 from builder.train.model import InfoVAE, infovae_loss
 
-HISTORY_KEYS = ("train_loss", "val_loss", "train_mse", "val_mse", "kl", "mmd")
+# Per epoch. The losses, kl and mmd are means per spectrum; train_mse/val_mse are means of
+# the per-spectrum MSE and *_mse_median their medians, the curve to compare train with
+# validation by: a few spectra with a near-zero median flux (z > 5, x = flux / norm ~ 1e3)
+# can put the mean orders of magnitude above the bulk. The train_* values are gathered
+# over the epoch's batches as they train (train mode); the val_* after it (eval mode).
+HISTORY_KEYS = ("train_loss", "val_loss", "train_mse", "val_mse", "kl", "mmd",
+                "train_mse_median", "val_mse_median")
 IMPROVEMENT = 1e-4  # relative decrease of the validation loss that counts as progress
 LOGVAR_INIT = -6.0
 EVAL_SEED_OFFSET = 7919  # validation draws use their own fixed stream, the same every epoch
@@ -120,7 +126,9 @@ def fit(train_x: np.ndarray | torch.Tensor, train_w: np.ndarray | torch.Tensor,
             val = evaluate(model, vx, vw, config, vu)
             for key, value in (("train_loss", train["total"]), ("val_loss", val["total"]),
                                ("train_mse", train["mse"]), ("val_mse", val["mse"]),
-                               ("kl", val["kl"]), ("mmd", val["mmd"])):
+                               ("kl", val["kl"]), ("mmd", val["mmd"]),
+                               ("train_mse_median", train["mse_median"]),
+                               ("val_mse_median", val["mse_median"])):
                 history[key].append(value)
             if not (math.isfinite(train["total"]) and math.isfinite(val["total"])):
                 stopped = "diverged"
@@ -160,7 +168,7 @@ def _train_epoch(model: InfoVAE, optimiser: torch.optim.Optimizer, x: torch.Tens
     model.train()
     order = torch.randperm(len(x), generator=generator)
     sums = dict.fromkeys(("total", "recon", "kl", "mmd", "mse"), 0.0)
-    count = 0
+    count, per_spectrum = 0, []
     for lo in range(0, len(x), config.batch_size):
         rows = order[lo:lo + config.batch_size]
         if len(rows) < 2:  # the unbiased MMD needs two codes
@@ -172,8 +180,9 @@ def _train_epoch(model: InfoVAE, optimiser: torch.optim.Optimizer, x: torch.Tens
         terms.total.backward()
         optimiser.step()
         _accumulate(sums, terms, len(rows))
+        per_spectrum.append(terms.spectrum_mse)
         count += len(rows)
-    return {key: value / max(count, 1) for key, value in sums.items()}
+    return _means(sums, count, per_spectrum)
 
 
 @torch.no_grad()
@@ -184,7 +193,7 @@ def evaluate(model: InfoVAE, x: torch.Tensor, w: torch.Tensor, config: FitConfig
     u = torch.asinh(x) if u is None else u
     generator = torch.Generator().manual_seed(config.seed + EVAL_SEED_OFFSET)
     sums = dict.fromkeys(("total", "recon", "kl", "mmd", "mse"), 0.0)
-    count = 0
+    count, per_spectrum = 0, []
     for lo in range(0, len(x), config.batch_size):
         xb, wb = x[lo:lo + config.batch_size], w[lo:lo + config.batch_size]
         if len(xb) < 2:
@@ -192,10 +201,20 @@ def evaluate(model: InfoVAE, x: torch.Tensor, w: torch.Tensor, config: FitConfig
         x_hat, mu, logvar, z = model(xb, generator, u[lo:lo + config.batch_size])
         terms = infovae_loss(xb, wb, x_hat, mu, logvar, z, config.lam, config.alpha, generator)
         _accumulate(sums, terms, len(xb))
+        per_spectrum.append(terms.spectrum_mse)
         count += len(xb)
-    return {key: value / max(count, 1) for key, value in sums.items()}
+    return _means(sums, count, per_spectrum)
 
 
 def _accumulate(sums: dict[str, float], terms, n: int) -> None:
     for key in sums:
         sums[key] += float(getattr(terms, key).detach()) * n
+
+
+def _means(sums: dict[str, float], count: int, per_spectrum: list[torch.Tensor]
+           ) -> dict[str, float]:
+    """The per-spectrum means of the sums, and ``mse_median``: the median spectrum's MSE."""
+    means = {key: value / max(count, 1) for key, value in sums.items()}
+    values = torch.cat(per_spectrum).numpy() if per_spectrum else np.empty(0)
+    means["mse_median"] = float(np.median(values)) if values.size else math.nan
+    return means

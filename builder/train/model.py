@@ -121,6 +121,9 @@ class LossTerms:
     kl: torch.Tensor
     mmd: torch.Tensor  # L * MMD^2, the MMD term per spectrum before its weight
     mse: torch.Tensor  # mean over spectra of the MSE over valid pixels
+    # each spectrum's MSE over valid pixels (batch,), untracked: the robust training curve
+    # takes its median, since a few spectra with norm ~ 0 (x ~ 1e3) dominate the mean
+    spectrum_mse: torch.Tensor
 
 
 def infovae_loss(x: torch.Tensor, w: torch.Tensor, x_hat: torch.Tensor, mu: torch.Tensor,
@@ -136,8 +139,8 @@ def infovae_loss(x: torch.Tensor, w: torch.Tensor, x_hat: torch.Tensor, mu: torc
     total = recon + (1.0 - alpha) * kl + (lam + alpha - 1.0) * mmd
     with torch.no_grad():
         valid = w > 0
-        mse = (torch.where(valid, sq, 0.0).sum(dim=1) / valid.sum(dim=1).clamp(min=1)).mean()
-    return LossTerms(total, recon, kl, mmd, mse)
+        spectrum_mse = torch.where(valid, sq, 0.0).sum(dim=1) / valid.sum(dim=1).clamp(min=1)
+    return LossTerms(total, recon, kl, mmd, spectrum_mse.mean(), spectrum_mse)
 
 
 def masked_mse(x: torch.Tensor, x_hat: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -5,28 +5,25 @@ and worker processes train the calls (one torch thread each: on this 2-core mach
 single-threaded trainings side by side run ~1.6x faster than one two-threaded training,
 and the thread count, hence every result, is the same however many workers run). The
 workers are a local process pool, or with ``scheduler`` the processes of a Dask cluster
-(same calls, same function, same results; see ``_run_on_dask``).
+(same calls, same function, same results; see ``workers.py``).
 Phase 2, in this process and in order, exports each chosen model, computes codes,
 metrics and the PCA baseline, and writes the group back, so the cube has one writer.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
-import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import qsocube
+from builder.train.calls import chosen_model
+from builder.train.config import OBJECTIVE_DEFINITION, SearchConfig
 from builder.train.data import (
     CubeData,
     CubeError,
@@ -38,18 +35,10 @@ from builder.train.data import (
 from builder.train.export import export_model, parity
 from builder.train.fit import Progress, set_threads
 from builder.train.pca import fit_weighted_pca, initial_components, reconstruct, weighted_mean
-from builder.train.search import (
-    OBJECTIVE_DEFINITION,
-    Search,
-    SearchConfig,
-    chosen_model,
-    run_search,
-    train_call,
-    training_tensors,
-)
-from builder.train.state import SearchState, call_weights_path
+from builder.train.state import SearchState
+from builder.train.workers import run_searches
 from builder.train.writeback import HISTORY_VARIABLES, is_current, write_model_group
-from qsocube.atomic import atomic_path, remove_stale_partials
+from qsocube.atomic import remove_stale_partials
 from qsocube.cube import schema_version
 from qsocube.metrics import anomaly_score, reconstruction_metrics, reference_quantiles
 from qsocube.progress import say
@@ -102,8 +91,8 @@ def train_release(cube_path: Path, models_dir: Path, state_dir: Path, *,
     if not scheduler:  # at most k calls of each search can run at once
         workers = min(workers or min(2, os.cpu_count() or 1),
                       max(len(todo) * parallel_calls, 1))
-    states, workers = _run_searches(cube_path, data, [configs[s] for s in todo], state_dir,
-                                    cube_sha, progress, workers, scheduler)
+    states, workers = run_searches(cube_path, data, [configs[s] for s in todo], state_dir,
+                                   cube_sha, progress, workers, scheduler)
     summary: dict = {"cube": str(cube_path), "cube_sha256": cube_sha, "models": {},
                      "skipped": sorted(set(latent_sizes) - set(todo)), "workers": workers}
     if todo:
@@ -116,184 +105,6 @@ def train_release(cube_path: Path, models_dir: Path, state_dir: Path, *,
     summary["seconds"] = time.perf_counter() - start
     progress(summary_paragraph(summary))
     return summary
-
-
-def _run_searches(cube_path: Path, data: CubeData | None, configs: list[SearchConfig],
-                  state_dir: Path, cube_sha: str, progress: Progress, workers: int | None,
-                  scheduler: str | None = None) -> tuple[dict[int, SearchState], int]:
-    """Every search to its budget; (states by latent size, the number of workers used)."""
-    if not configs:
-        return {}, 0 if scheduler else (workers or 1)
-    if not scheduler and (workers or 1) <= 1:
-        set_threads(1)
-        return {c.latent_size: run_search(data, c, state_dir, cube_sha, progress)
-                for c in configs}, 1
-    searches = {c.latent_size: Search(c, state_dir, cube_sha, progress) for c in configs}
-    if scheduler:
-        workers = _run_on_dask(cube_path, cube_sha, searches, state_dir, scheduler, workers,
-                               progress)
-        return {size: search.state for size, search in searches.items()}, workers
-    # Workers report epochs with say (stderr): a caller's progress callable may not cross
-    # processes.
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                             initializer=_init_worker,
-                             initargs=(str(cube_path), os.getpid())) as pool:
-        try:
-            _schedule(lambda search, call, x: pool.submit(
-                _worker_call, search.config.to_json(), call, x, str(state_dir)),
-                searches, workers, state_dir)
-        except BaseException:
-            # finished calls are already recorded; running ones would be lost anyway, so
-            # stop them now instead of waiting for them (KeyboardInterrupt included)
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.terminate()
-            raise
-    return {size: search.state for size, search in searches.items()}, workers
-
-
-def _run_on_dask(cube_path: Path, cube_sha: str, searches: dict[int, Search], state_dir: Path,
-                 scheduler: str, workers: int | None, progress: Progress) -> int:
-    """The process pool's schedule on a Dask cluster; returns its number of worker processes.
-
-    A call's weights come back as bytes and are written here, so a worker needs the cube
-    but not the state folder, and a worker that outlives this run (a task cannot be
-    stopped mid-call) can never write into a later run's state.
-    """
-    try:
-        import distributed  # noqa: F401
-
-        from qsocube.cluster import dask_client
-    except ImportError:
-        raise ImportError("training on a Dask cluster needs dask: pip install "
-                          "'qsocube[scale]'") from None
-    with contextlib.ExitStack() as stack:
-        try:
-            client = stack.enter_context(
-                dask_client(None if scheduler == "local" else scheduler, workers))
-        except OSError as exc:  # e.g. no scheduler at that address: one line, not a trace
-            raise ConnectionError(f"Dask scheduler {scheduler}: cannot connect "
-                                  f"({str(exc).splitlines()[0] if str(exc) else exc!r})"
-                                  ) from None
-        # one call at a time per worker process (see _dask_call), however many threads
-        slots = max(len(client.nthreads()), 1)
-        progress(f"search calls on the Dask cluster at {client.scheduler.address} "
-                 f"({slots} worker process(es))")
-        executor = client.get_executor(pure=False)
-        try:
-            _schedule(lambda search, call, x: executor.submit(
-                _dask_call, str(cube_path), cube_sha, search.config.to_json(), call, x),
-                searches, slots, state_dir)
-        except BaseException:
-            executor.shutdown(wait=False)  # cancels what has not started
-            raise
-        finally:
-            if scheduler != "local":  # a long-lived cluster: free the workers' cube copies
-                with contextlib.suppress(Exception):
-                    client.run(_forget_cube)
-    return slots
-
-
-def _schedule(submit, searches: dict[int, Search], slots: int, state_dir: Path) -> None:
-    """Keep ``slots`` calls running; ``submit(search, call, log10_lambda)`` -> a future."""
-    # Calls, not latent sizes, are the unit of work: every search has at most its k calls
-    # in flight (one batch of its optimizer), and the search with the most calls left to
-    # start goes first, so every worker stays busy until the last calls. A call's result
-    # depends only on its search's history, never on this schedule.
-    running: dict = {}
-    while True:
-        while len(running) < slots:
-            ready = [s for s in searches.values() if s.can_ask]
-            if not ready:
-                break
-            search = min(ready, key=lambda s: (-(s.remaining - s.in_flight),
-                                               s.config.latent_size))
-            call, log10_lambda = search.ask()
-            running[submit(search, call, log10_lambda)] = search
-        if not running:
-            return
-        finished, _ = wait(running, return_when=FIRST_COMPLETED)
-        for future in finished:
-            summary, weights = future.result()
-            search = running.pop(future)
-            search.tell(summary, _weights_file(state_dir, search.config, summary["call"],
-                                               weights))
-
-
-def _weights_file(state_dir: Path, config: SearchConfig, call: int, weights: str | bytes
-                  ) -> Path:
-    """A call's weights file: written by a pool worker (a path) or here (bytes from Dask)."""
-    if isinstance(weights, str):
-        return Path(weights)
-    path = call_weights_path(state_dir, config.latent_size, call)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(weights)
-    return path
-
-
-_WORKER: dict = {}
-# torch's thread setting and its global generator (dropout) belong to the process: a Dask
-# worker with several threads still trains one call at a time, or results would vary.
-_WORKER_LOCK = threading.Lock()
-
-
-def _tensors(cube_path: str, sigma_floor: float, cube_sha: str | None = None
-             ) -> tuple[torch.Tensor, ...]:
-    """The cube's training tensors, loaded once per worker process (per cube and floor)."""
-    if _WORKER.get("cube") != (cube_path, cube_sha):
-        _forget_cube()
-        if cube_sha is not None and trained_on_sha256(cube_path) != cube_sha:
-            raise CubeError(f"{cube_path}: differs on this worker from the cube being "
-                            "trained; Dask workers need the same cube at the same path")
-        _WORKER.update(cube=(cube_path, cube_sha), data=load_cube(cube_path))
-    key = ("tensors", sigma_floor)
-    if key not in _WORKER:
-        _WORKER[key] = training_tensors(_WORKER["data"], sigma_floor)
-    return _WORKER[key]
-
-
-def _forget_cube() -> None:
-    _WORKER.clear()
-
-
-def _init_worker(cube_path: str, parent: int) -> None:
-    """Per worker process: one torch thread, the cube's training tensors loaded once."""
-    _exit_with_parent(parent)
-    set_threads(1)
-    _WORKER.update(cube=(cube_path, None), data=load_cube(cube_path))
-
-
-def _worker_call(config: str, call: int, log10_lambda: float, state_dir: str
-                 ) -> tuple[dict, str]:
-    search_config = SearchConfig.from_json(config)
-    tensors = _tensors(_WORKER["cube"][0], search_config.sigma_floor)
-    summary, weights = train_call(tensors, search_config, call, log10_lambda,
-                                  Path(state_dir), say)
-    return summary, str(weights)
-
-
-def _dask_call(cube_path: str, cube_sha: str, config: str, call: int, log10_lambda: float
-               ) -> tuple[dict, bytes]:
-    """On a Dask worker: ``_worker_call``, with the weights returned as bytes."""
-    search_config = SearchConfig.from_json(config)
-    with _WORKER_LOCK:
-        set_threads(1)
-        tensors = _tensors(cube_path, search_config.sigma_floor, cube_sha)
-        with tempfile.TemporaryDirectory(prefix="qsocube-call-") as folder:
-            summary, weights = train_call(tensors, search_config, call, log10_lambda,
-                                          Path(folder), say)
-            return summary, weights.read_bytes()
-
-
-def _exit_with_parent(parent: int) -> None:
-    """A killed parent must not leave searches running (and writing state) behind it."""
-    import threading
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)  # state files are written atomically; a stale .partial is cleaned later
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 def _pca_start(data: CubeData, k_max: int, sigma_floor: float) -> dict[str, np.ndarray]:
@@ -353,7 +164,8 @@ def _finish(cube_path: Path, models_dir: Path, state_dir: Path, data: CubeData,
               "objective": np.array([_num(c["objective"]) for c in calls]),
               "epochs": np.array([c["epochs"] for c in calls]),
               "seconds": np.array([c["seconds"] for c in calls])}
-    history = {k: np.array([_num(v) for v in record["history"][k]]) for k in HISTORY_VARIABLES}
+    history = {k: np.array([_num(v) for v in values]) for k, values in record["history"].items()
+               if k in HISTORY_VARIABLES}
     arrays = {"latent_mean": mu, "latent_logvar": logvar, "recon_mse": recon_mse,
               "recon_chi2": recon_chi2, "pca_mse": pca_mse,
               "anomaly_score": anomaly_score(recon_mse, quantiles)}

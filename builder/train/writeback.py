@@ -20,7 +20,11 @@ from qsocube.cube import file_sha256, model_group_name, write_variable
 GROUP_VARIABLES = ("latent_mean", "latent_logvar", "recon_mse", "recon_chi2", "pca_mse",
                    "anomaly_score")
 SEARCH_VARIABLES = ("lambda", "objective", "epochs", "seconds")
-HISTORY_VARIABLES = ("train_loss", "val_loss", "train_mse", "val_mse", "kl", "mmd")
+HISTORY_VARIABLES = ("train_loss", "val_loss", "train_mse", "val_mse", "kl", "mmd",
+                     "train_mse_median", "val_mse_median")
+# Optional in the schema: a search call recorded before they existed has no medians, and
+# its group is written without them rather than with made-up values.
+OPTIONAL_HISTORY_VARIABLES = ("train_mse_median", "val_mse_median")
 
 
 def _detach_all(group: h5py.Group) -> None:
@@ -65,7 +69,8 @@ def write_model_group(cube_path: str | Path, latent_size: int, arrays: dict[str,
         sub = group.create_group("history")
         write_variable(sub, "epoch", np.arange(1, len(history["val_loss"]) + 1, dtype=np.int64))
         for var in HISTORY_VARIABLES:
-            write_variable(sub, var, history[var])
+            if var in history or var not in OPTIONAL_HISTORY_VARIABLES:
+                write_variable(sub, var, history[var])
         for key, value in (history_attrs or {}).items():
             sub.attrs[key] = value
 
