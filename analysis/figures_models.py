@@ -70,11 +70,15 @@ def training_curves(models: dict[int, Model], folder: Path) -> FigureInfo | None
                  and m.history.sizes.get("epoch", 0)}
     if not histories:
         return None
+    # the median spectrum's MSE where the trainer recorded it: the mean is dominated by a
+    # few spectra with near-zero median flux, so train and validation means do not compare
+    median = all("train_mse_median" in h and "val_mse_median" in h for h in histories.values())
+    mse_key = "mse_median" if median else "mse"
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.92, wspace=0.25)
     for size, history in sorted(histories.items()):
         epoch = history["epoch"].values
-        for ax, key in zip(axes, ("loss", "mse"), strict=True):
+        for ax, key in zip(axes, ("loss", mse_key), strict=True):
             for part, style in (("train", "-"), ("val", "--")):
                 if f"{part}_{key}" in history:
                     ax.plot(epoch, history[f"{part}_{key}"].values, style,
@@ -85,12 +89,18 @@ def training_curves(models: dict[int, Model], folder: Path) -> FigureInfo | None
         ax.set_ylabel(what)
         ax.set_yscale("log")
     axes[0].set_title("Loss (solid: training, dashed: validation)")
-    axes[1].set_title("Reconstruction MSE (solid: training, dashed: validation)")
+    which = "Median" if median else "Mean"
+    axes[1].set_title(f"{which} reconstruction MSE (solid: training, dashed: validation)",
+                      fontsize="medium")
     axes[0].legend(ncols=2)
     name = save(fig, folder, "training_curves.png")
+    mse_text = ("the median spectrum's reconstruction MSE (the mean is dominated by a few "
+                "spectra with near-zero median flux)" if median else
+                "the mean reconstruction MSE")
     return FigureInfo(name, "Training curves of the chosen models",
-                      "Training (solid) and validation (dashed) loss and reconstruction MSE per "
-                      "epoch of each chosen model, one colour per latent size. Log scale.",
+                      f"Training (solid) and validation (dashed) loss and {mse_text} per "
+                      "epoch of each chosen model, one colour per latent size. Training "
+                      "values are gathered during the epoch with dropout on. Log scale.",
                       "models")
 
 
