@@ -197,7 +197,7 @@ def run(size: str = "small") -> dict:
     torch.set_num_threads(threads)
     n_pix = DEFAULT_GRID.n_pix
     flops = 2 * (n_pix * 256 + 256 * 128 + 2 * 128 * LATENT)  # per spectrum, encoder only
-    result: dict = {"size": size, "threads": threads, "latent_size": LATENT,
+    result: dict = {"stage": "encode", "size": size, "threads": threads, "latent_size": LATENT,
                     "flops_per_spectrum": flops, "batches": {}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
