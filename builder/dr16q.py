@@ -44,6 +44,7 @@ import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -64,192 +65,9 @@ _RULES = {
 # Value written for NaN under each rule, so that write_catalog(NaN) -> read_catalog(NaN).
 _SENTINELS = {"eq-1": -1.0, "gt0": 1.0, "le0": -1.0}
 
-# name | TFORM | unit | missing rule | description   (order = real DR16Q_v4 HDU 1 order)
-_TABLE = """
-SDSS_NAME|18A||none|SDSS-DR16 designation (hhmmss.ss+ddmmss.s, J2000)
-RA|D|deg|none|Right ascension (J2000)
-DEC|D|deg|none|Declination (J2000)
-PLATE|J||none|Spectroscopic plate number
-MJD|J|d|none|Modified Julian day of the spectroscopic observation
-FIBERID|I||none|Fiber ID number
-AUTOCLASS_PQN|6A||none|Object classification post-QuasarNET
-AUTOCLASS_DR14Q|6A||none|Object classification based only on the DR14Q algorithm
-IS_QSO_QN|I||none|Binary flag for QuasarNET quasar identification
-Z_QN|D||eq-1|Systemic redshift from QuasarNET
-RANDOM_SELECT|I||none|Flag: object selected for random visual inspection
-Z_10K|D||eq-1|Redshift from visual inspection in random set
-Z_CONF_10K|I||eq-1|Confidence of visual-inspection redshift in random set
-PIPE_CORR_10K|I||eq-1|Flag: pipeline class and redshift correct in random set
-IS_QSO_10K|I||eq-1|Flag for random set quasar identification
-THING_ID|K||none|SDSS identifier
-Z_VI|D||eq-1|Visual inspection redshift
-Z_CONF|I||eq-1|Confidence rating for visual inspection redshift
-CLASS_PERSON|I||eq-1|Object classification from visual inspection
-Z_DR12Q|D||eq-1|Redshift taken from DR12Q visual inspection
-IS_QSO_DR12Q|I||eq-1|Flag: object was a quasar in DR12Q
-Z_DR7Q_SCH|D||eq-1|Redshift from the DR7Q Schneider et al. (2010) catalog
-IS_QSO_DR7Q|I||eq-1|Flag: object was a quasar in DR7Q
-Z_DR6Q_HW|D||eq-1|Redshift from the DR6 Hewett and Wild (2010) catalog
-Z_DR7Q_HW|D||eq-1|Hewett and Wild (2010) redshift for DR7Q sources (Shen et al. 2011)
-IS_QSO_FINAL|I||none|Flag: quasar included in final catalog
-Z|D||none|Best available redshift
-SOURCE_Z|12A||none|Origin of the reported redshift in Z
-Z_PIPE|D||eq-1|SDSS automated pipeline redshift
-ZWARNING|J||none|Quality flag on the pipeline redshift estimate
-OBJID|19A||none|SDSS object identification number
-Z_PCA|D||eq-1|PCA-derived systemic redshift from redvsblue
-ZWARN_PCA|K||none|Warning flag for redvsblue redshift
-DELTACHI2_PCA|D||eq-1|Delta chi2 for PCA redshift vs cubic continuum fit
-Z_HALPHA|D||eq-1|PCA line redshift for H-alpha from redvsblue
-ZWARN_HALPHA|K||none|Warning flag for H-alpha redshift
-DELTACHI2_HALPHA|D||eq-1|Delta chi2 for H-alpha line redshift
-Z_HBETA|D||eq-1|PCA line redshift for H-beta from redvsblue
-ZWARN_HBETA|K||none|Warning flag for H-beta redshift
-DELTACHI2_HBETA|D||eq-1|Delta chi2 for H-beta line redshift
-Z_MGII|D||eq-1|PCA line redshift for Mg II 2799 from redvsblue
-ZWARN_MGII|K||none|Warning flag for Mg II redshift
-DELTACHI2_MGII|D||eq-1|Delta chi2 for Mg II line redshift
-Z_CIII|D||eq-1|PCA line redshift for C III] 1908 from redvsblue
-ZWARN_CIII|K||none|Warning flag for C III] redshift
-DELTACHI2_CIII|D||eq-1|Delta chi2 for C III] line redshift
-Z_CIV|D||eq-1|PCA line redshift for C IV 1549 from redvsblue
-ZWARN_CIV|K||none|Warning flag for C IV redshift
-DELTACHI2_CIV|D||eq-1|Delta chi2 for C IV line redshift
-Z_LYA|D||eq-1|PCA line redshift for Ly-alpha from redvsblue
-ZWARN_LYA|K||none|Warning flag for Ly-alpha redshift
-DELTACHI2_LYA|D||eq-1|Delta chi2 for Ly-alpha line redshift
-Z_LYAWG|E||eq-1|PCA systemic redshift with masked Ly-alpha line and forest
-Z_DLA|5D||eq-1|Redshift for damped Ly-alpha features
-NHI_DLA|5D||eq-1|Absorber column density for damped Ly-alpha features, log10(N_HI / cm^-2)
-CONF_DLA|5D||eq-1|Confidence of detection for damped Ly-alpha features
-BAL_PROB|E||eq-1|BAL probability
-BI_CIV|D|km s-1|eq-1|BALnicity index for the C IV 1549 region
-ERR_BI_CIV|D|km s-1|eq-1|Uncertainty of BI for the C IV 1549 region
-AI_CIV|D|km s-1|eq-1|Absorption index for the C IV 1549 region
-ERR_AI_CIV|D|km s-1|eq-1|Uncertainty of absorption index for the C IV 1549 region
-BI_SIIV|D|km s-1|eq-1|BALnicity index for the Si IV 1396 region
-ERR_BI_SIIV|D|km s-1|eq-1|Uncertainty of BI for the Si IV 1396 region
-AI_SIIV|D|km s-1|eq-1|Absorption index for the Si IV 1396 region
-ERR_AI_SIIV|D|km s-1|eq-1|Uncertainty of absorption index for the Si IV 1396 region
-BOSS_TARGET1|K||none|BOSS target selection for main survey
-EBOSS_TARGET0|K||none|Target selection flag for the eBOSS pilot survey (SEQUELS)
-EBOSS_TARGET1|K||none|eBOSS target selection flag
-EBOSS_TARGET2|K||none|eBOSS target selection flag
-ANCILLARY_TARGET1|K||none|BOSS target selection flag for ancillary programs
-ANCILLARY_TARGET2|K||none|BOSS target selection flag for ancillary programs
-NSPEC_SDSS|J||none|Number of additional observations from SDSS-I/II
-NSPEC_BOSS|J||none|Number of additional observations from BOSS/eBOSS
-NSPEC|J||none|Total number of additional observations
-PLATE_DUPLICATE|74J||eq-1|Plate number of duplicate spectroscopic observations
-MJD_DUPLICATE|74J||eq-1|MJD of duplicate spectroscopic observations
-FIBERID_DUPLICATE|74I||eq-1|Fiber ID of duplicate spectroscopic observations
-SPECTRO_DUPLICATE|74I||eq-1|Instrument of each duplicate, 1=SDSS, 2=(e)BOSS
-SKYVERSION|B||none|SDSS photometric sky version number
-RUN_NUMBER|J||none|SDSS photometric run number
-RERUN_NUMBER|3A||none|SDSS photometric rerun number
-CAMCOL_NUMBER|J||none|SDSS photometric camera column
-FIELD_NUMBER|J||none|SDSS photometric field number
-ID_NUMBER|J||none|SDSS photometric ID number
-LAMBDA_EFF|D|Angstrom|none|Wavelength to optimize hole location for
-ZOFFSET|D|um|none|Backstopping offset distance
-XFOCAL|D|mm|none|Hole x-axis position in focal plane
-YFOCAL|D|mm|none|Hole y-axis position in focal plane
-CHUNK|14A||none|Name of tiling chunk (from platelist product)
-TILE|J||none|Tile number
-PLATESN2|D||none|Overall (S/N)^2 measure for plate, minimum of all 4 cameras
-PSFFLUX|5E||none|PSF flux in u, g, r, i, z bands
-PSFFLUX_IVAR|5D||none|Inverse variance of u, g, r, i, z PSF fluxes
-PSFMAG|5E|mag|none|PSF magnitudes in u, g, r, i, z bands
-PSFMAGERR|5D|mag|none|Error of PSF magnitudes in u, g, r, i, z bands
-EXTINCTION|5E|mag|none|Galactic extinction in u, g, r, i, z bands
-M_I|D|mag|gt0|Absolute i-band magnitude (H0=67.6, Om=0.31, OL=0.69), K-corrected to z=2
-SN_MEDIAN_ALL|D||none|Median S/N value of all good spectroscopic pixels
-GALEX_MATCHED|I||none|Matching flag for GALEX
-FUV|D||none|FUV flux from GALEX
-FUV_IVAR|D||none|Inverse variance of FUV flux from GALEX
-NUV|D||none|NUV flux from GALEX
-NUV_IVAR|D||none|Inverse variance of NUV flux from GALEX
-UKIDSS_MATCHED|I||none|Matching flag for UKIDSS
-YFLUX|D|W m-2 Hz-1|none|Y-band flux density from UKIDSS
-YFLUX_ERR|D|W m-2 Hz-1|none|Error in Y-band flux density from UKIDSS
-JFLUX|D|W m-2 Hz-1|none|J-band flux density from UKIDSS
-JFLUX_ERR|D|W m-2 Hz-1|none|Error in J-band flux density from UKIDSS
-HFLUX|D|W m-2 Hz-1|none|H-band flux density from UKIDSS
-HFLUX_ERR|D|W m-2 Hz-1|none|Error in H-band flux density from UKIDSS
-KFLUX|D|W m-2 Hz-1|none|K-band flux density from UKIDSS
-KFLUX_ERR|D|W m-2 Hz-1|none|Error in K-band flux density from UKIDSS
-W1_FLUX|E||none|WISE flux in W1 band (Vega)
-W1_FLUX_IVAR|E||none|Inverse variance in W1 band (Vega)
-W1_MAG|E|mag|none|W1-band magnitude (Vega)
-W1_MAG_ERR|E|mag|none|W1-band uncertainty in magnitude (Vega)
-W1_CHI2|E||none|W1 profile-weighted chi2
-W1_FLUX_SNR|E||none|W1 S/N from flux and inverse variance
-W1_SRC_FRAC|E||none|W1 profile-weighted number of exposures in coadd
-W1_EXT_FLUX|E||none|W1 profile-weighted flux from other sources
-W1_EXT_FRAC|E||none|W1 profile-weighted fraction of flux from other sources
-W1_NPIX|I||none|W1 number of pixels in fit
-W2_FLUX|E||none|WISE flux in W2 band (Vega)
-W2_FLUX_IVAR|E||none|Inverse variance in W2 band (Vega)
-W2_MAG|E|mag|none|W2-band magnitude (Vega)
-W2_MAG_ERR|E|mag|none|W2-band uncertainty in magnitude (Vega)
-W2_CHI2|E||none|W2 profile-weighted chi2
-W2_FLUX_SNR|E||none|W2 S/N from flux and inverse variance
-W2_SRC_FRAC|E||none|W2 profile-weighted number of exposures in coadd
-W2_EXT_FLUX|E||none|W2 profile-weighted flux from other sources
-W2_EXT_FRAC|E||none|W2 profile-weighted fraction of flux from other sources
-W2_NPIX|I||none|W2 number of pixels in fit
-FIRST_MATCHED|I||none|Matching flag for FIRST
-FIRST_FLUX|D|mJy|none|FIRST peak flux density at 20 cm
-FIRST_SNR|D||none|FIRST flux density S/N
-SDSS2FIRST_SEP|D|arcsec|none|SDSS-FIRST separation
-JMAG|D|mag|none|2MASS J-band magnitude (Vega)
-JMAG_ERR|D|mag|none|2MASS error in J-band magnitude
-JSNR|D||none|2MASS J-band S/N
-JRDFLAG|J||none|2MASS J-band photometry flag
-HMAG|D|mag|none|2MASS H-band magnitude (Vega)
-HMAG_ERR|D|mag|none|2MASS error in H-band magnitude
-HSNR|D||none|2MASS H-band S/N
-HRDFLAG|J||none|2MASS H-band photometry flag
-KMAG|D|mag|none|2MASS Ks-band magnitude (Vega)
-KMAG_ERR|D|mag|none|2MASS error in Ks-band magnitude
-KSNR|D||none|2MASS Ks-band S/N
-KRDFLAG|J||none|2MASS Ks-band photometry flag
-SDSS2MASS_SEP|D|arcsec|none|SDSS-2MASS separation
-2RXS_ID|21A||none|ROSAT 2RXS ID
-2RXS_RA|D|deg|none|Right ascension of the ROSAT source (J2000)
-2RXS_DEC|D|deg|none|Declination of the ROSAT source (J2000)
-2RXS_SRC_FLUX|E|erg s-1 cm-2|none|ROSAT source flux, 0.5-2.0 keV
-2RXS_SRC_FLUX_ERR|E|erg s-1 cm-2|none|ROSAT source flux error, 0.5-2.0 keV
-SDSS2ROSAT_SEP|D|arcsec|none|SDSS-ROSAT separation
-XMM_SRC_ID|K||none|XMM source ID
-XMM_RA|D|deg|none|Right ascension of the XMM source (J2000)
-XMM_DEC|D|deg|none|Declination of the XMM source (J2000)
-XMM_SOFT_FLUX|E|erg s-1 cm-2|le0|Soft (0.2-2.0 keV) X-ray flux from XMM-Newton
-XMM_SOFT_FLUX_ERR|E|erg s-1 cm-2|le0|Error on soft X-ray flux from XMM-Newton
-XMM_HARD_FLUX|E|erg s-1 cm-2|le0|Hard (2.0-12.0 keV) X-ray flux from XMM-Newton
-XMM_HARD_FLUX_ERR|E|erg s-1 cm-2|le0|Error on hard X-ray flux from XMM-Newton
-XMM_TOTAL_FLUX|E|erg s-1 cm-2|le0|Total (0.2-12.0 keV) X-ray flux from XMM-Newton
-XMM_TOTAL_FLUX_ERR|E|erg s-1 cm-2|le0|Error on total X-ray flux from XMM-Newton
-XMM_TOTAL_LUM|E|erg s-1|le0|Total (0.2-12.0 keV) X-ray luminosity from XMM-Newton
-SDSS2XMM_SEP|D|arcsec|none|SDSS-XMM-Newton separation
-GAIA_MATCHED|I||none|Gaia matching flag
-GAIA_DESIGNATION|28A||none|Gaia designation
-GAIA_RA|D|deg|none|Gaia barycentric right ascension (J2015.5)
-GAIA_DEC|D|deg|none|Gaia barycentric declination (J2015.5)
-GAIA_PARALLAX|D|mas|none|Absolute stellar parallax (J2015.5)
-GAIA_PARALLAX_ERR|D||none|Inverse variance of the stellar parallax
-GAIA_PM_RA|D|mas yr-1|none|Proper motion in right ascension
-GAIA_PM_RA_ERR|D||none|Inverse variance of the proper motion in right ascension
-GAIA_PM_DEC|D|mas yr-1|none|Proper motion in declination
-GAIA_PM_DEC_ERR|D||none|Inverse variance of the proper motion in declination
-GAIA_G_MAG|D|mag|none|Mean magnitude in G band (Vega)
-GAIA_G_FLUX_SNR|D||none|Mean flux over standard deviation in G band
-GAIA_BP_MAG|D|mag|none|Mean magnitude in BP band (Vega)
-GAIA_BP_FLUX_SNR|D||none|Mean flux over standard deviation in BP band
-GAIA_RP_MAG|D|mag|none|Mean magnitude in RP band (Vega)
-GAIA_RP_FLUX_SNR|D||none|Mean flux over standard deviation in RP band
-SDSS2GAIA_SEP|D|arcsec|none|SDSS-Gaia separation
-"""
+# The column table (name, TFORM, unit, missing rule, description; the real HDU 1 order)
+# is data, kept beside this module.
+COLUMN_TABLE = "dr16q_columns.psv"
 
 _DTYPES = {"D": "f8", "E": "f4", "K": "i8", "J": "i4", "I": "i2", "B": "u1"}
 
@@ -301,6 +119,8 @@ class ColumnSpec:
 def _parse(table: str) -> tuple[ColumnSpec, ...]:
     specs = []
     for line in table.strip().splitlines():
+        if line.startswith("#"):
+            continue
         name, tform, unit, missing, description = line.split("|")
         if missing not in _RULES:
             raise ValueError(f"bad missing rule {missing!r} for {name}")
@@ -308,7 +128,8 @@ def _parse(table: str) -> tuple[ColumnSpec, ...]:
     return tuple(specs)
 
 
-COLUMNS: tuple[ColumnSpec, ...] = _parse(_TABLE)
+COLUMNS: tuple[ColumnSpec, ...] = _parse(
+    resources.files("builder").joinpath(COLUMN_TABLE).read_text(encoding="utf-8"))
 COLUMN_INDEX: dict[str, int] = {c.name: i for i, c in enumerate(COLUMNS)}
 _SPECS: dict[str, ColumnSpec] = {c.name: c for c in COLUMNS}
 
