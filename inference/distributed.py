@@ -13,7 +13,6 @@ the model's sha256 is checked on every worker.
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from inference.encoder import Encoded, Encoder
 from inference.model import ModelError
 from inference.sources import Part, read_part
 from qsocube.cube import file_sha256
+from qsocube.parallel import ordered_map
 
 
 def encode_parts(client: Any, parts: Iterable[Part], encoder: Encoder,
@@ -35,17 +35,7 @@ def encode_parts(client: Any, parts: Iterable[Part], encoder: Encoder,
     settings = (threads, encoder.min_covered_fraction, pair.meta["resampling_method"],
                 os.getcwd())
     window = 2 * max(sum(client.nthreads().values()), 1)
-    pending: deque = deque()
-    try:
-        for part in parts:
-            pending.append(client.submit(encode_part, part, model, settings, pure=False))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:  # an error or an interrupt: the rest is not needed
-        if pending:
-            client.cancel(list(pending))
+    return ordered_map(encode_part, parts, model, settings, client=client, window=window)
 
 
 _ENCODERS: dict[tuple, Encoder] = {}
