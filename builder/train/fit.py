@@ -144,7 +144,8 @@ def fit(train_x: np.ndarray | torch.Tensor, train_w: np.ndarray | torch.Tensor,
                 last_report = now
                 rate = len(tx) * epoch / max(train_seconds, 1e-9)
                 progress(f"{label}epoch {epoch}/{config.max_epochs}: train {train['total']:.1f}"
-                         f" val {val['total']:.1f} mse {val['mse']:.4f}, {rate:,.0f} spectra/s")
+                         f" val {val['total']:.1f} median mse {val['mse_median']:.4f}, "
+                         f"{rate:,.0f} spectra/s")
             if stale >= config.patience:
                 stopped = "early_stopping"
                 break
