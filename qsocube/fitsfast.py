@@ -10,6 +10,7 @@ have to guess about) raises ``Unsupported`` and the caller falls back on astropy
 from __future__ import annotations
 
 import gzip
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -110,22 +111,47 @@ class Header:
         return self._raw.get(key, default)
 
 
-def _header(data: bytes, start: int) -> tuple[Header, int]:
-    """The header starting at ``start`` and the offset of its data (the next block)."""
+def _header_end(data: bytes, start: int) -> tuple[int, int]:
+    """(offset of the END card, offset of the data: the next block) of the header at start."""
     end = data.find(END_CARD, start)
     while end >= 0 and (end - start) % CARD_LENGTH:  # "END" inside a card's text
         end = data.find(END_CARD, end + 1)
     if end < 0:
         raise Broken("truncated header")
-    text = data[start:end].decode("ascii", "replace")
-    cards = [text[i:i + CARD_LENGTH] for i in range(0, len(text), CARD_LENGTH)]
-    # reversed so that the first of repeated keywords wins, as in astropy
-    header = Header({card[:8].rstrip(): card[10:] for card in reversed(cards)
-                     if card[8:10] == "= "})
     data_start = start + (end - start + CARD_LENGTH + BLOCK - 1) // BLOCK * BLOCK
     if data_start > len(data):
         raise Broken("truncated header")
-    return header, data_start
+    return end, data_start
+
+
+def _parse_cards(text: str) -> Header:
+    cards = [text[i:i + CARD_LENGTH] for i in range(0, len(text), CARD_LENGTH)]
+    # reversed so that the first of repeated keywords wins, as in astropy
+    return Header({card[:8].rstrip(): card[10:] for card in reversed(cards)
+                   if card[8:10] == "= "})
+
+
+# The keywords that size an HDU's data: all a reader needs of a primary header to skip it.
+_SIZE_CARD = re.compile(rb"(BITPIX|NAXIS[0-9]{0,3}|PCOUNT|GCOUNT) *= (.{70})", re.DOTALL)
+
+
+def _size_header(card_bytes: bytes) -> Header:
+    """Only the sizing cards of a header: a BOSS primary header has ~150 cards, unused here."""
+    raw: dict[str, str] = {}
+    for match in _SIZE_CARD.finditer(card_bytes):
+        if match.start() % CARD_LENGTH == 0 and match.start(2) - match.start() == 10:
+            raw.setdefault(match.group(1).decode(), match.group(2).decode("ascii", "replace"))
+    return Header(raw)
+
+
+@lru_cache(maxsize=64)
+def _table_header(card_bytes: bytes) -> tuple[Header, dict[str, tuple[int, str, int]]]:
+    """A binary table's header and column layout, cached by the header's exact bytes: the
+    files of one survey share their metadata table's (SPALL, 236 columns) header."""
+    header = _parse_cards(card_bytes.decode("ascii", "replace"))
+    if header.get("XTENSION") != "BINTABLE":
+        raise Unsupported(f"HDU is {header.get('XTENSION')}, not a binary table")
+    return header, _columns(header)
 
 
 def _data_size(header: Header) -> int:
@@ -200,17 +226,19 @@ def read_tables(path: Path, wanted: int) -> list[Table]:
         raw = gzip.decompress(raw)
     if not raw.startswith(b"SIMPLE  ="):
         raise Broken("not a FITS file")
-    header, position = _header(raw, 0)
-    position += _data_size(header)
+    end, position = _header_end(raw, 0)
+    position += _data_size(_size_header(raw[:end]))
     tables = []
     while len(tables) < wanted and position < len(raw):
-        header, data_start = _header(raw, position)
-        if header.get("XTENSION") != "BINTABLE":
-            raise Unsupported(f"HDU {len(tables) + 1} is {header.get('XTENSION')}")
+        end, data_start = _header_end(raw, position)
+        try:
+            header, columns = _table_header(raw[position:end])
+        except Unsupported as exc:
+            raise Unsupported(f"HDU {len(tables) + 1}: {exc}") from None
         size = int(header["NAXIS1"]) * int(header["NAXIS2"])
         if data_start + size > len(raw):
             raise Broken(f"HDU {len(tables) + 1} is truncated")
         view = memoryview(raw)[data_start:data_start + size]
-        tables.append(Table(header, view, _columns(header)))
+        tables.append(Table(header, view, columns))
         position = data_start + _data_size(header)
     return tables

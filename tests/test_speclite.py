@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qsocube import fitsfast
 from qsocube.speclite import SpectrumError, _read_astropy, _read_fast, read_spec_lite
 
 
@@ -23,14 +24,43 @@ def test_real_files_fast_reader_matches_astropy(real_spectra: Path):
 
 
 def test_real_metadata_matches_manifest(real_spectra: Path):
+    """Every file, in one pass: the reader caches table headers across files, so each
+    file's own rows and pixel count must come back, never a neighbour's."""
     with open(real_spectra.parent / "MANIFEST.csv") as handle:
         rows = list(csv.DictReader(handle))
-    for row in rows[::10]:
+    assert len(rows) == 258
+    for row in rows:
         spectrum = read_spec_lite(real_spectra / row["file"])
         assert spectrum.meta["CLASS"] == row["CLASS"]
         assert spectrum.meta["Z"] == pytest.approx(float(row["Z"]), rel=1e-6)
         assert int(spectrum.meta["PLATE"]) == int(row["PLATE"])
+        assert int(spectrum.meta["FIBERID"]) == int(row["FIBERID"])
+        assert len(spectrum.flux) == int(row["npix"]), row["file"]
         assert 10 ** (spectrum.start * 1e-4) == pytest.approx(float(row["wave_min"]), rel=2e-4)
+
+
+def test_files_sharing_header_bytes_keep_their_own_values(tmp_path, spec_writer):
+    flux = np.ones(4600, np.float32)
+    paths = [spec_writer(tmp_path / f"spec-4000-55555-{i:04d}.fits", 35500, flux * i, z=i / 2,
+                         fiberid=i) for i in (1, 2, 3)]
+    fitsfast._table_header.cache_clear()
+    for i, path in zip((1, 2, 3), paths, strict=True):
+        spectrum = read_spec_lite(path)
+        assert spectrum.meta["FIBERID"] == i and spectrum.meta["Z"] == pytest.approx(i / 2)
+        np.testing.assert_array_equal(spectrum.flux, flux * i)
+    assert fitsfast._table_header.cache_info().hits == 4  # both tables' headers, files 2 and 3
+
+
+def test_a_primary_hdu_with_data_is_skipped_by_its_size(tmp_path, spec_writer):
+    from astropy.io import fits
+
+    path = _flat(tmp_path, spec_writer)
+    with fits.open(path) as hdus:
+        image = fits.PrimaryHDU(np.arange(3000, dtype=np.int16).reshape(30, 100))
+        image.header["COMMENT"] = "NAXIS1 = 7 in a comment must not be read as a card"
+        fits.HDUList([image, hdus[1].copy(), hdus[2].copy()]).writeto(tmp_path / "img.fits")
+    fast, meta = _read_fast(tmp_path / "img.fits")
+    assert len(fast["flux"]) == 4600 and int(meta["FIBERID"][0]) == 1
 
 
 def _flat(tmp_path: Path, spec_writer, **kwargs) -> Path:
