@@ -23,6 +23,7 @@ from inference.encoder import Encoded
 from inference.sources import FLAG_MEANINGS
 from qsocube.atomic import atomic_path
 from qsocube.cli import UsageError
+from qsocube.cube import DEFLATE_LEVEL
 
 FORMATS = {".h5": "h5", ".hdf5": "h5", ".nc": "h5", ".fits": "fits", ".fit": "fits",
            ".csv": "csv"}
@@ -90,7 +91,7 @@ class H5Writer:
         dtype = STRING if values.dtype == object else values.dtype
         options: dict[str, Any] = {}
         if dtype is not STRING:
-            options = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+            options = {"compression": "gzip", "compression_opts": DEFLATE_LEVEL, "shuffle": True}
         data = self.h5.create_dataset(name, (0,) + values.shape[1:], dtype,
                                       maxshape=(None,) + values.shape[1:],
                                       chunks=(CHUNK,) + values.shape[1:], **options)
