@@ -39,3 +39,21 @@ def test_an_error_in_one_item_reaches_the_caller_after_the_earlier_results(proce
 
 def test_default_processes_is_the_usable_cores_capped():
     assert 1 <= default_processes() <= min(len(os.sched_getaffinity(0)), 8)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_at_most_a_window_of_items_is_taken_ahead_of_the_results(processes: int):
+    """Bounded memory: a million partitions must not all be submitted (or read) at once."""
+    taken = []
+
+    def items():
+        for i in range(40):
+            taken.append(i)
+            yield i
+
+    results = ordered_map(offset_square, items(), 0, {"fail_at": -1, "tag": 0},
+                          processes=processes, window=3)
+    for count, result in enumerate(results, start=1):
+        assert result[0] == (count - 1) ** 2
+        assert len(taken) - count <= 3
+    assert len(taken) == 40
