@@ -10,9 +10,9 @@ files' bytes are read cold (two threads), measured just before its build.
 At the smallest size, with the files in the page cache (CPU-bound), the same build also
 runs in one process (the reference) and on a two-worker Dask LocalCluster.
 
-Peak memory is measured directly: the writer's own ru_maxrss, and for the worker
-processes the largest VmHWM (peak resident set) any descendant of the build process
-reached, sampled from /proc while the build runs.
+Peak memory is measured directly from /proc: the writer's own VmHWM (peak resident set),
+and for the worker processes the largest VmHWM any descendant of the build process
+reached, sampled while the build runs.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ WORKERS = 2
 MODES = ("processes", "serial", "dask")
 
 BUILD_SCRIPT = """
-import json, os, resource, sys, threading, time
+import json, os, sys, threading, time
 from pathlib import Path
 from builder.build import BuildConfig, build_cube
 from builder.inputs import find_spectra
@@ -82,7 +82,10 @@ if __name__ == "__main__":  # worker processes are spawned and re-import this fi
     seconds = time.perf_counter() - start
     stop.set()
     sampler.join()
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a process started by a
+    # big parent (python -m bench) would report the parent's resident set as its own
+    own = next(int(line.split()[1]) for line in open("/proc/self/status")
+               if line.startswith("VmHWM:"))
     print(json.dumps({"seconds": seconds, "accepted": summary["accepted"],
                       "writer_peak_rss_mb": own / 1024, "worker_peak_rss_mb": peak[0] / 1024}))
 """
