@@ -31,6 +31,7 @@ from qsocube.cube import file_sha256, model_group_name, model_input_from_cube
 from qsocube.grid import WavelengthGrid
 from qsocube.metrics import anomaly_score, reconstruction_metrics
 from qsocube.prepare import DEFAULT_MIN_COVERED_FRACTION
+from qsocube.preprocess import encoder_input
 
 DEFAULT_MIN_COVERED = DEFAULT_MIN_COVERED_FRACTION  # the builder's own threshold
 
@@ -113,7 +114,9 @@ class Encoder:
         if len(x) == 0:
             empty = np.zeros((0, self.latent_size), np.float32)
             return empty, empty.copy()
-        mu, logvar = self.pair.session("encoder", len(x)).run(["mu", "logvar"], {"x": x})
+        name = self.pair.encoder_input
+        feed = encoder_input(x) if name == "u" else x
+        mu, logvar = self.pair.session("encoder", len(x)).run(["mu", "logvar"], {name: feed})
         return mu, logvar
 
     def reconstruct(self, z: np.ndarray) -> np.ndarray:

@@ -23,6 +23,10 @@ from qsocube.preprocess import METHODS, NORMALISATION
 REQUIRED = ("product_version", "schema_version", "role", "partner", "latent_size", "grid",
             "grid_sha256", "normalisation", "resampling_method", "input_layout")
 N_QUANTILES = 1001
+# The encoder graph's input: "u" = asinh(x) (qsocube.preprocess.encoder_input) from
+# product version 0.2.0; "x" = flux / norm where the graph applies its own transform
+# (0.1.0 releases, whose graphs begin with onnxruntime's slow Asinh, still load).
+ENCODER_INPUTS = ("u", "x")
 MAX_THREADS = 8  # the MLP is small: beyond a few cores the threads mostly wait on each other
 # Below this many rows a call runs on a single-threaded session: waking and joining worker
 # threads costs more than they save on a few rows (measured ~1.2-2x faster at batch 1).
@@ -77,14 +81,15 @@ def _dim(value: object) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def _check_io(session: ort.InferenceSession, path: Path, inputs: str, outputs: tuple[str, ...],
-              width_in: int, width_out: int) -> None:
-    """Names and fixed widths of the graph's inputs/outputs (the batch dimension is free)."""
+def _check_io(session: ort.InferenceSession, path: Path, inputs: tuple[str, ...],
+              outputs: tuple[str, ...], width_in: int, width_out: int) -> str:
+    """Names and fixed widths of the graph's input/outputs (the batch dimension is free);
+    returns the input's name, one of ``inputs``."""
     got_in = [i.name for i in session.get_inputs()]
     got_out = [o.name for o in session.get_outputs()]
-    if got_in != [inputs] or any(name not in got_out for name in outputs):
+    if len(got_in) != 1 or got_in[0] not in inputs or any(n not in got_out for n in outputs):
         raise ModelError(f"{path}: graph has inputs {got_in} and outputs {got_out}, "
-                         f"expected input '{inputs}' and outputs {list(outputs)}")
+                         f"expected one input of {list(inputs)} and outputs {list(outputs)}")
     width = _dim(session.get_inputs()[0].shape[-1])
     if width is not None and width != width_in:
         raise ModelError(f"{path}: input '{inputs}' has width {width}, metadata says {width_in}")
@@ -93,6 +98,7 @@ def _check_io(session: ort.InferenceSession, path: Path, inputs: str, outputs: t
         if width is not None and width != width_out:
             raise ModelError(f"{path}: output '{out.name}' has width {width}, "
                              f"metadata says {width_out}")
+    return got_in[0]
 
 
 def check_preprocessing(meta: dict[str, str], path: Path) -> WavelengthGrid:
@@ -145,6 +151,7 @@ class ModelPair:
     latent_size: int
     quantiles: np.ndarray | None
     threads: int = 1
+    encoder_input: str = "u"  # "u": the graph takes asinh(x); "x": it transforms x itself
     _single: dict[str, ort.InferenceSession] | None = None
 
     def session(self, role: str, rows: int) -> ort.InferenceSession:
@@ -183,7 +190,9 @@ def load_pair(encoder_path: str | Path, threads: int | None = None) -> ModelPair
         if dmeta[key] != expected:
             raise ModelError(f"{decoder_path}: {key} is '{dmeta[key]}', its encoder "
                              f"{encoder_path.name} needs '{expected}'")
-    _check_io(encoder, encoder_path, "x", ("mu", "logvar"), grid.n_pix, latent_size)
-    _check_io(decoder, decoder_path, "z", ("x_hat",), latent_size, grid.n_pix)
+    encoder_input = _check_io(encoder, encoder_path, ENCODER_INPUTS, ("mu", "logvar"),
+                              grid.n_pix, latent_size)
+    _check_io(decoder, decoder_path, ("z",), ("x_hat",), latent_size, grid.n_pix)
     return ModelPair(encoder_path, decoder_path, encoder, decoder, meta, grid, latent_size,
-                     read_quantiles(meta, encoder_path), threads or default_threads())
+                     read_quantiles(meta, encoder_path), threads or default_threads(),
+                     encoder_input)

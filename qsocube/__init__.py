@@ -6,5 +6,5 @@ and the cube I/O. It needs only numpy, h5py and astropy, so ``inference`` can us
 on machines without torch.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 PRODUCT_VERSION = __version__

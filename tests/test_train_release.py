@@ -22,7 +22,7 @@ from builder.train.state import checkpoint_path, load_checkpoint  # noqa: E402
 from builder.train.synthetic import write_synthetic_cube  # noqa: E402
 from qsocube.cube import file_sha256, model_input_from_cube  # noqa: E402
 from qsocube.metrics import anomaly_score, reconstruction_metrics, reference_quantiles  # noqa: E402
-from qsocube.preprocess import NORMALISATION  # noqa: E402
+from qsocube.preprocess import NORMALISATION, encoder_input  # noqa: E402
 
 SIZES = (3, 6, 9, 12, 15)
 BUDGET = {"n_calls": 2, "max_epochs": 3, "batch_size": 64}
@@ -83,7 +83,7 @@ def test_written_codes_and_metrics_match_the_onnx_models(release):
         group = cube["models/latent_09"]
         mu, mse, chi2 = group["latent_mean"][...], group["recon_mse"][...], group["recon_chi2"][...]
         score, pca = group["anomaly_score"][...], group["pca_mse"][...]
-    o_mu, _ = onnx_outputs(models / "infovae_latent09_encoder.onnx", x)
+    o_mu, _ = onnx_outputs(models / "infovae_latent09_encoder.onnx", encoder_input(x))
     (x_hat,) = onnx_outputs(models / "infovae_latent09_decoder.onnx", o_mu)
     np.testing.assert_allclose(o_mu, mu, atol=1e-5)
     expected_mse, expected_chi2 = reconstruction_metrics(x, w, x_hat, 9)
@@ -177,7 +177,11 @@ def test_onnx_files_are_checked_self_contained_and_described(release):
     assert CONTRACT_KEYS <= set(meta) and "train_recon_mse_quantiles" in meta
     assert (meta["role"], meta["partner"]) == ("encoder", "infovae_latent06_decoder.onnx")
     assert meta["latent_size"] == "6" and meta["normalisation"] == NORMALISATION
-    assert json.loads(meta["input_layout"])["shape"] == ["batch", 1500]
+    layout = json.loads(meta["input_layout"])
+    assert layout["input"] == "u" and layout["shape"] == ["batch", 1500]
+    graph = check_onnx(models / "infovae_latent06_encoder.onnx").graph
+    assert [i.name for i in graph.input] == ["u"]
+    assert "Asinh" not in {node.op_type for node in graph.node}  # computed by numpy instead
     decoder = metadata_of(models / "infovae_latent06_decoder.onnx")
     assert decoder["role"] == "decoder" and decoder["lambda"] == meta["lambda"]
 
@@ -186,7 +190,8 @@ def _parity(release, size: int, x: np.ndarray) -> float:
     models, model = release["folder"] / "models", _model(release, size)
     worst = 0.0
     for batch in (x[:1], x[:64]):
-        o_mu, o_logvar = onnx_outputs(models / f"infovae_latent{size:02d}_encoder.onnx", batch)
+        o_mu, o_logvar = onnx_outputs(models / f"infovae_latent{size:02d}_encoder.onnx",
+                                      encoder_input(batch))
         (o_x,) = onnx_outputs(models / f"infovae_latent{size:02d}_decoder.onnx", o_mu)
         assert o_mu.shape == (len(batch), size)
         with torch.no_grad():

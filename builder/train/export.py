@@ -19,6 +19,7 @@ from torch import nn
 from builder.train.model import InfoVAE
 from qsocube.atomic import atomic_path
 from qsocube.cube import file_sha256
+from qsocube.preprocess import encoder_input
 
 OPSET = 18
 
@@ -33,8 +34,9 @@ class _Encoder(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.encode(x)
+    def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # the graph takes u = asinh(x) (qsocube.preprocess.encoder_input), see input_layout
+        return self.model.encode_asinh(u)
 
 
 class _Decoder(nn.Module):
@@ -46,13 +48,6 @@ class _Decoder(nn.Module):
         return self.model.decode(z)
 
 
-def _register_asinh() -> None:
-    """The TorchScript exporter has no rule for aten::asinh; ONNX has Asinh (opset 9+)."""
-    from torch.onnx import register_custom_op_symbolic
-
-    register_custom_op_symbolic("aten::asinh", lambda g, x: g.op("Asinh", x), 9)
-
-
 def _export_bytes(module: nn.Module, example: torch.Tensor, input_name: str,
                   output_names: list[str]) -> bytes:
     module.eval()
@@ -61,7 +56,6 @@ def _export_bytes(module: nn.Module, example: torch.Tensor, input_name: str,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _register_asinh()
             torch.onnx.export(module, (example,), buffer, input_names=[input_name],
                               output_names=output_names, opset_version=OPSET, dynamo=False,
                               dynamic_axes=axes, do_constant_folding=True)
@@ -102,7 +96,7 @@ def export_model(model: InfoVAE, models_dir: Path, metadata: dict[str, str],
     model = model.eval()
     halves = (
         ("encoder", encoder_name, decoder_name, _Encoder(model),
-         torch.zeros(2, model.n_pix), "x", ["mu", "logvar"], encoder_extra or {}),
+         torch.zeros(2, model.n_pix), "u", ["mu", "logvar"], encoder_extra or {}),
         ("decoder", decoder_name, encoder_name, _Decoder(model),
          torch.zeros(2, latent), "z", ["x_hat"], {}),
     )
@@ -128,10 +122,10 @@ def export_model(model: InfoVAE, models_dir: Path, metadata: dict[str, str],
 def input_layout(role: str, n_pix: int, latent: int) -> str:
     if role == "encoder":
         return json.dumps({
-            "input": "x", "dtype": "float32", "shape": ["batch", n_pix],
-            "values": "flux / norm on the metadata's grid, 0 where mask != 0 "
-                      "(qsocube.preprocess.model_input); norm = median flux over valid pixels; "
-                      "the graph applies asinh to x itself",
+            "input": "u", "dtype": "float32", "shape": ["batch", n_pix],
+            "values": "u = asinh(x), x = flux / norm on the metadata's grid, 0 where "
+                      "mask != 0 (qsocube.preprocess.model_input, then encoder_input); "
+                      "norm = median flux over valid pixels",
             "outputs": {"mu": ["batch", latent], "logvar": ["batch", latent]}})
     return json.dumps({
         "input": "z", "dtype": "float32", "shape": ["batch", latent],
@@ -166,7 +160,7 @@ def parity(model: InfoVAE, encoder_path: str | Path, decoder_path: str | Path,
         with torch.no_grad():
             mu, logvar = model.encode(torch.from_numpy(batch))
             x_hat = model.decode(mu)
-        o_mu, o_logvar = onnx_outputs(encoder_path, batch)
+        o_mu, o_logvar = onnx_outputs(encoder_path, encoder_input(batch))
         (o_x_hat,) = onnx_outputs(decoder_path, mu.numpy())
         for ours, theirs in ((o_mu, mu), (o_logvar, logvar), (o_x_hat, x_hat)):
             worst = max(worst, float(np.max(np.abs(ours - theirs.numpy()))))
