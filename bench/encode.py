@@ -1,8 +1,9 @@
 """Benchmark of ``qsocube encode``: onnxruntime against torch eager, and files to output.
 
-* The encoder is an MLP of the real architecture (n_pix -> 256 -> 128 -> (mu, logvar),
-  leaky ReLU) with its decoder mirror, exported here with ``torch.onnx.export`` and given
-  the contract's metadata, so the product path (``inference.Encoder``) loads it.
+* The encoder is the product's own: ``builder.train.model.InfoVAE`` (asinh input, MLP
+  n_pix -> 256 -> 128 -> (mu, logvar), leaky ReLU) with random weights, exported by the
+  release's exporter with a release's metadata, loaded by ``inference.Encoder``; torch
+  eager runs the same module's ``encode``.
 * In-memory rates at batch 1, 64 and 4,096: ``Encoder.latent`` (onnxruntime) against the
   same torch module in eager mode, same threads, rounds interleaved and the best round kept
   (this machine is shared: the best round is the least disturbed one).
@@ -33,65 +34,32 @@ SIZES = {"small": {"seconds": 0.4, "rounds": 4, "repeat_files": 2},
          "full": {"seconds": 1.5, "rounds": 8, "repeat_files": 20}}
 
 
-def _mlp(sizes: list[int]):
-    import torch
-
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.LeakyReLU(0.01))
-    return torch.nn.Sequential(*layers)
-
-
 def build_models(folder: Path, n_pix: int, latent: int = LATENT):
-    """Export an encoder/decoder pair with the contract's metadata; return the torch encoder."""
-    import onnx
+    """The product's InfoVAE (random weights) exported by the product's exporter, with the
+    metadata a release writes; return the torch model and the encoder's path."""
+    import json
+
     import torch
 
+    from builder.train.export import export_model, onnx_names
+    from builder.train.model import InfoVAE
     from qsocube import PRODUCT_VERSION
     from qsocube.cube import schema_version
     from qsocube.grid import DEFAULT_GRID
     from qsocube.preprocess import NORMALISATION
 
-    class Encoder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.body = _mlp([n_pix, 256, 128])
-            self.act = torch.nn.LeakyReLU(0.01)
-            self.mu, self.logvar = torch.nn.Linear(128, latent), torch.nn.Linear(128, latent)
-
-        def forward(self, x):
-            h = self.act(self.body(x))
-            return self.mu(h), self.logvar(h)
-
     torch.manual_seed(0)
-    encoder, decoder = Encoder().eval(), _mlp([latent, 128, 256, n_pix]).eval()
-    stem = f"bench_latent{latent:02d}"
-    paths = {"encoder": folder / f"{stem}_encoder.onnx", "decoder": folder / f"{stem}_decoder.onnx"}
-    common = {"product_version": PRODUCT_VERSION, "schema_version": schema_version(),
-              "latent_size": str(latent), "lambda": "1", "alpha": "0",
-              "grid": DEFAULT_GRID.to_json(), "grid_sha256": DEFAULT_GRID.sha256,
-              "normalisation": NORMALISATION, "resampling_method": "rebin",
-              "input_layout": "x = flux / norm, 0 on masked pixels", "cube_sha256": "0" * 64}
+    model = InfoVAE(n_pix, latent, decoder_dropout=0.0).eval()
+    metadata = {"product_version": PRODUCT_VERSION, "schema_version": schema_version(),
+                "latent_size": str(latent), "lambda": "1", "alpha": "0",
+                "grid": DEFAULT_GRID.to_json(), "grid_sha256": DEFAULT_GRID.sha256,
+                "normalisation": NORMALISATION, "resampling_method": "rebin",
+                "cube_sha256": "0" * 64}
+    quantiles = json.dumps(np.linspace(0.0, 1.0, 1001).tolist())
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(encoder, (torch.zeros(2, n_pix),), paths["encoder"], dynamo=False,
-                          input_names=["x"], output_names=["mu", "logvar"], opset_version=17,
-                          dynamic_axes={"x": {0: "batch"}, "mu": {0: "batch"},
-                                        "logvar": {0: "batch"}})
-        torch.onnx.export(decoder, (torch.zeros(2, latent),), paths["decoder"], dynamo=False,
-                          input_names=["z"], output_names=["x_hat"], opset_version=17,
-                          dynamic_axes={"z": {0: "batch"}, "x_hat": {0: "batch"}})
-    quantiles = np.linspace(0.0, 1.0, 1001).tolist()
-    for role, other in (("encoder", "decoder"), ("decoder", "encoder")):
-        model = onnx.load(paths[role])
-        meta = {**common, "role": role, "partner": paths[other].name}
-        if role == "encoder":
-            meta["train_recon_mse_quantiles"] = str(quantiles)
-        onnx.helper.set_model_props(model, meta)
-        onnx.save(model, paths[role])
-    return encoder, paths["encoder"]
+        export_model(model, folder, metadata, {"train_recon_mse_quantiles": quantiles})
+    return model, folder / onnx_names(latent)[0]
 
 
 def _best_rates(calls: dict, batch: int, seconds: float, rounds: int) -> dict[str, float]:
@@ -208,11 +176,12 @@ def run(size: str = "small") -> dict:
             x = rng.random((batch, n_pix), dtype=np.float32)
             tx = torch.from_numpy(x)
             with torch.inference_mode():
-                diff = float(np.max(np.abs(encoder.latent(x)[0] - torch_encoder(tx)[0].numpy())))
+                diff = float(np.max(np.abs(encoder.latent(x)[0]
+                                         - torch_encoder.encode(tx)[0].numpy())))
 
                 def eager(tx=tx):
                     with torch.inference_mode():
-                        return torch_encoder(tx)
+                        return torch_encoder.encode(tx)
 
                 rates = _best_rates({"onnxruntime": lambda x=x: encoder.latent(x),
                                      "torch_eager": eager}, batch, settings["seconds"],
