@@ -21,7 +21,7 @@ from builder.inputs import find_spectra
 from builder.partition import process_partition
 from qsocube.cluster import dask_client
 from qsocube.grid import WavelengthGrid
-from qsocube.parallel import ordered_map
+from qsocube.parallel import ordered_map, processes_for
 from qsocube.prepare import DEFAULT_MIN_COVERED_FRACTION
 from qsocube.progress import Rate, say
 
@@ -80,7 +80,7 @@ def build_cube(spectra_sources: Sequence[str | Path], out: Path, *,
     with contextlib.ExitStack() as stack, cubewriter.CubeWriter(out, config.grid) as writer:
         client = (stack.enter_context(dask_client(scheduler, workers))
                   if scheduler or (workers or 0) > 1 else None)
-        local = processes if client is None and len(chunks) > 1 else 1
+        local = 1 if client is not None else processes_for(processes, len(chunks))
         if local > 1:
             report(f"build: reading and resampling on {local} local processes")
         parts = ordered_map(process_partition, chunks, catalog_snr, config, client=client,

@@ -26,7 +26,7 @@ from inference.writers import check_output, open_writer
 from qsocube import __version__
 from qsocube.cli import UsageError
 from qsocube.cube import file_sha256
-from qsocube.parallel import default_processes
+from qsocube.parallel import default_processes, processes_for
 from qsocube.progress import Rate, say
 
 SHOWN_REJECTIONS = 5  # reasons printed on stderr; all of them are in the output rows
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
                                              args.threads)
         else:
             plan = list(plan_parts(sources, args.batch))
-            processes = min(args.processes or default_processes(), len(plan))
+            processes = processes_for(args.processes or default_processes(), len(plan))
             if processes > 1:
                 say(f"qsocube encode: reading on {processes} local processes")
             batches = read_batches(plan, encoder.grid, encoder.pair.meta["resampling_method"],

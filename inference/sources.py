@@ -18,7 +18,7 @@ import numpy as np
 
 from inference.inputs import Source
 from qsocube.grid import WavelengthGrid
-from qsocube.parallel import ordered_map
+from qsocube.parallel import ordered_map, processes_for
 from qsocube.prepare import Prepared, prepare, usability
 from qsocube.preprocess import NO_DATA, model_input, normalisation_factor
 from qsocube.speclite import SPEC_NAME, read_spec_lite
@@ -164,7 +164,7 @@ class Part:
 
 
 def plan_parts(sources: list[Source], size: int = 1024) -> Iterator[Part]:
-    """The batches of ``iter_batches``, in input order: up to ``size`` spectra each."""
+    """The batches of ``read_batches``, in input order: up to ``size`` spectra each."""
     pending: list[Path] = []
     for source in sources:
         if source.kind == "fits":
@@ -234,19 +234,14 @@ def read_part(part: Part, grid: WavelengthGrid, method: str, min_covered: float)
         reader.close()
 
 
-def iter_batches(sources: list[Source], grid: WavelengthGrid, method: str, min_covered: float,
-                 size: int = 1024) -> Iterator[Batch]:
-    """Batches of at most ``size`` spectra, in input order; memory ~ size x n_pix."""
-    return _read_serially(plan_parts(sources, size), grid, method, min_covered)
-
-
 def read_batches(parts: list[Part], grid: WavelengthGrid, method: str, min_covered: float,
                  processes: int = 1) -> Iterator[Batch]:
-    """The planned parts as batches, in order; read on up to ``processes`` local processes
-    when there are two parts or more (the same parts read by the same code: same batches)."""
-    if processes > 1 and len(parts) > 1:
-        return ordered_map(read_part, parts, grid, method, min_covered,
-                           processes=min(processes, len(parts)))
+    """The planned parts as batches, in order; memory ~ a few parts x n_pix. Read on up to
+    ``processes`` local processes (``processes_for``: the same parts read by the same
+    code, so the same batches), else here."""
+    processes = processes_for(processes, len(parts))
+    if processes > 1:
+        return ordered_map(read_part, parts, grid, method, min_covered, processes=processes)
     return _read_serially(parts, grid, method, min_covered)
 
 

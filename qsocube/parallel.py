@@ -36,6 +36,12 @@ def default_processes() -> int:
     return max(1, min(available_cores(), MAX_DEFAULT_PROCESSES))
 
 
+def processes_for(requested: int, partitions: int) -> int:
+    """Local processes worth starting for ``partitions``: none beyond one per partition, and
+    none at all (1: run here) for a single partition, where starting them costs more."""
+    return max(1, min(requested, partitions)) if partitions > 1 else 1
+
+
 def ordered_map(func: Callable[..., Any], items: Iterable[Any], *args: Any,
                 client: Any | None = None, processes: int = 1, window: int | None = None
                 ) -> Iterator[Any]:

@@ -17,7 +17,7 @@ from test_inference_fixture import build_pair, calibrated_pair, draw, write_cube
 
 from inference import Encoder
 from inference.inputs import discover
-from inference.sources import LOW_COVERAGE, OK, UNREADABLE, iter_batches
+from inference.sources import LOW_COVERAGE, OK, UNREADABLE, plan_parts, read_batches
 from qsocube.cli import main
 from qsocube.cube import model_group_name
 from qsocube.grid import WavelengthGrid
@@ -166,7 +166,7 @@ def test_streaming_keeps_memory_to_a_batch(pair, tmp_path) -> None:
     sources = discover([str(tmp_path / "many.npy")], encoder.grid)
     tracemalloc.start()
     sizes = []
-    for batch in iter_batches(sources, encoder.grid, "rebin", 0.5, size=256):
+    for batch in read_batches(list(plan_parts(sources, 256)), encoder.grid, "rebin", 0.5):
         sizes.append(len(encoder.encode_batch(batch)))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()

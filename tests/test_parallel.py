@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from qsocube.parallel import default_processes, ordered_map
+from qsocube.parallel import default_processes, ordered_map, processes_for
 
 
 def offset_square(item: int, offset: int, table: dict) -> tuple[int, int, int]:
@@ -35,6 +35,11 @@ def test_an_error_in_one_item_reaches_the_caller_after_the_earlier_results(proce
                                   processes=processes):
             got.append(result[0])
     assert got == [0, 1, 4, 9]
+
+
+def test_processes_for_caps_at_one_per_partition_and_runs_one_partition_here():
+    assert [processes_for(8, n) for n in (0, 1, 2, 3, 20)] == [1, 1, 2, 3, 8]
+    assert processes_for(1, 20) == 1
 
 
 def test_default_processes_is_the_usable_cores_capped():
