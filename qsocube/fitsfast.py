@@ -107,9 +107,6 @@ class Header:
     def get(self, key: str, default: object = None) -> object:
         return self[key] if key in self._raw else default
 
-    def raw(self, key: str, default: str | None = None) -> str | None:
-        return self._raw.get(key, default)
-
 
 def _header_end(data: bytes, start: int) -> tuple[int, int]:
     """(offset of the END card, offset of the data: the next block) of the header at start."""
