@@ -45,7 +45,7 @@ def _reference(latents: dict, columns: dict) -> tuple[np.ndarray, np.ndarray]:
     """One pair at a time with library calls: what one would write first."""
     from scipy import stats
 
-    from analysis.associations import n_bins
+    from qsocube.analysis.associations import n_bins
 
     rows = [(s, k) for s in sorted(latents) for k in range(latents[s].shape[1])]
     rho = np.full((len(rows), len(columns)), np.nan)
@@ -83,8 +83,9 @@ def _argsort_rate(n: int, d: int, repeats: int = 5) -> float:
 
 
 def _analyze_release(n: int) -> dict:
-    from analysis.cli import analyze_release
-    from analysis.fixture import write_fixture_release
+    from fixtures.analysis_release import write_fixture_release
+
+    from qsocube.cli.analyze import analyze_release
 
     with tempfile.TemporaryDirectory(prefix="qsocube-bench-") as folder:
         write_fixture_release(Path(folder), n=n, n_pix=1500, latent_sizes=LATENT_SIZES)
@@ -95,7 +96,7 @@ def _analyze_release(n: int) -> dict:
 
 
 def run(size: str = "small") -> dict:
-    from analysis.associations import association_table
+    from qsocube.analysis.associations import association_table
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}")

@@ -41,12 +41,13 @@ def build_models(folder: Path, n_pix: int, latent: int = LATENT):
 
     import torch
 
-    from builder.train.export import export_model, onnx_names
-    from builder.train.model import InfoVAE
     from qsocube import PRODUCT_VERSION
-    from qsocube.cube import schema_version
-    from qsocube.grid import DEFAULT_GRID
-    from qsocube.preprocess import NORMALISATION
+    from qsocube.builder.train.export import export_model
+    from qsocube.builder.train.model import InfoVAE
+    from qsocube.core.cube import schema_version
+    from qsocube.core.grid import DEFAULT_GRID
+    from qsocube.core.layout import onnx_names
+    from qsocube.core.preprocess import NORMALISATION
 
     torch.manual_seed(0)
     model = InfoVAE(n_pix, latent, decoder_dropout=0.0).eval()
@@ -83,7 +84,7 @@ def gemm_bound(threads: int, n: int = 1536) -> float:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from inference.model import session_options
+    from qsocube.inference.model import session_options
 
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
@@ -120,12 +121,12 @@ def _fits_inputs(folder: Path, repeat: int) -> tuple[list[str], int]:
 def end_to_end(encoder_path: Path, folder: Path, repeat: int) -> dict[str, float]:
     """``qsocube encode`` FITS -> .h5 (default local processes, and in one process), against
     the one-file-at-a-time reference (read, resample, encode at batch 1)."""
-    from inference import Encoder
     from qsocube.cli import main
-    from qsocube.parallel import default_processes
-    from qsocube.prepare import prepare
-    from qsocube.preprocess import model_input
-    from qsocube.speclite import SpectrumError, read_spec_lite
+    from qsocube.core.parallel import default_processes
+    from qsocube.core.prepare import prepare
+    from qsocube.core.preprocess import model_input
+    from qsocube.core.speclite import SpectrumError, read_spec_lite
+    from qsocube.inference import Encoder
 
     inputs, n = _fits_inputs(folder, repeat)
     rates, code = {}, 0
@@ -156,9 +157,9 @@ def end_to_end(encoder_path: Path, folder: Path, repeat: int) -> dict[str, float
 def run(size: str = "small") -> dict:
     import torch
 
-    from inference import Encoder
-    from inference.model import default_threads
-    from qsocube.grid import DEFAULT_GRID
+    from qsocube.core.grid import DEFAULT_GRID
+    from qsocube.inference import Encoder
+    from qsocube.inference.model import default_threads
 
     settings = SIZES[size]
     threads = default_threads()

@@ -1,6 +1,6 @@
-"""Resampler throughput against the seed's per-spectrum interpolation and the memory floor.
+"""Resampler throughput against the study's per-spectrum interpolation and the memory floor.
 
-Input: a full-size batch like the seed's sample (21,771 spectra of ~4,600 pixels with
+Input: a full-size batch like the study's sample (21,771 spectra of ~4,600 pixels with
 starts spread over 3.549-3.58 in log10 A) for size "full", 4,096 spectra for "small".
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.hardware import best_seconds, memory_bandwidth_gbs
-from qsocube.grid import DEFAULT_GRID
-from qsocube.preprocess import frame_batch, frame_span, resample_chunked, resample_seed
+from qsocube.core.grid import DEFAULT_GRID
+from qsocube.core.preprocess import frame_batch, frame_span, resample_chunked, resample_study
 
 SIZES = {"small": 4096, "full": 21771}
 REFERENCE_SPECTRA = 200
@@ -44,7 +44,7 @@ def run(size: str = "small") -> dict:
     rebin_s = best_seconds(lambda: resample_chunked(frame, grid), repeats=3)
     sub = frame_batch(starts[:REFERENCE_SPECTRA], fluxes[:REFERENCE_SPECTRA],
                       ivars[:REFERENCE_SPECTRA], grid)
-    reference_s = (best_seconds(lambda: resample_seed(sub, grid), repeats=1)
+    reference_s = (best_seconds(lambda: resample_study(sub, grid), repeats=1)
                    * n / REFERENCE_SPECTRA)
     _, n_frame = frame_span(grid)
     bytes_moved = n * (n_frame * (4 + 4 + 1) + grid.n_pix * (4 + 4 + 1))
@@ -62,13 +62,13 @@ def run(size: str = "small") -> dict:
         "bandwidth_floor_spectra_per_s": round(n / floor_s),
         "fraction_of_bandwidth_bound": round(floor_s / rebin_s, 3),
         "targets": {f"rebin >= {TARGET_SPECTRA_PER_S} spectra/s": rate >= TARGET_SPECTRA_PER_S,
-                    f">= {TARGET_RATIO}x the seed loop": reference_s / rebin_s >= TARGET_RATIO},
+                    f">= {TARGET_RATIO}x the study's loop": reference_s / rebin_s >= TARGET_RATIO},
     }
 
 
 def fits_reading(folder: Path | None = None, limit: int = 2000) -> dict:
     """Files per second of the builder's reader against astropy on the same files."""
-    from qsocube.speclite import _read_astropy, read_spec_lite
+    from qsocube.core.speclite import _read_astropy, read_spec_lite
 
     folder = folder or Path(__file__).resolve().parents[2] / "shared/data/sdss/spectra"
     files = sorted(folder.glob("spec-*.fits"))[:limit]

@@ -37,8 +37,8 @@ MODES = ("processes", "serial", "dask")
 BUILD_SCRIPT = """
 import json, os, sys, threading, time
 from pathlib import Path
-from builder.build import BuildConfig, build_cube
-from builder.inputs import find_spectra
+from qsocube.builder.build import BuildConfig, build_cube
+from qsocube.builder.inputs import find_spectra
 
 
 def descendants_peak_kb(root, stop, peak):
@@ -124,7 +124,7 @@ def _build(scratch: Path, survey: Path, n: int, mode: str) -> tuple[dict, float]
 
 
 def run(size: str = "small", work: Path | None = None) -> dict:
-    from builder.simulate import simulate_survey
+    from qsocube.builder.simulate import simulate_survey
 
     sizes = SIZES[size]
     scratch = Path(work or tempfile.mkdtemp(prefix="qsocube-scaling-"))

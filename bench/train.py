@@ -6,7 +6,7 @@
     the MSE, fused Adam) with one thread, as each search worker runs it;
   - two such workers side by side (what ``train_release`` does on 2 cores);
   - one process with two threads (the alternative the workers replace);
-  - the straightforward reference: the seed's style of loop (DataLoader over a
+  - the straightforward reference: the study's style of loop (DataLoader over a
     TensorDataset, the biased MMD of tiled kernels, default Adam) in one process with
     torch's default threads (both cores), and with one thread for a like-for-like look.
   The headline ratio is the product as the release runs it (two workers) over the
@@ -57,9 +57,10 @@ def matmul_gflops(threads: int, n: int = 2048, repeats: int = 10) -> float:
 
 def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic model inputs (x, capped w) of n spectra, generated in chunks."""
-    from builder.train.data import cap_weights
-    from builder.train.synthetic import synthetic_spectra
-    from qsocube.preprocess import model_input, normalisation_factor
+    from fixtures.synthetic_cube import synthetic_spectra
+
+    from qsocube.builder.train.data import cap_weights
+    from qsocube.core.preprocess import model_input, normalisation_factor
 
     xs, ws = [], []
     for lo in range(0, n, 4000):
@@ -75,8 +76,8 @@ def product_rate(n: int, epochs: int, threads: int) -> float:
     """Spectra per second of the product's training epoch (best epoch after a warm-up)."""
     import torch
 
-    from builder.train.fit import FitConfig, _train_epoch
-    from builder.train.model import InfoVAE
+    from qsocube.builder.train.fit import FitConfig, _train_epoch
+    from qsocube.builder.train.model import InfoVAE
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(threads)
@@ -97,11 +98,11 @@ def product_rate(n: int, epochs: int, threads: int) -> float:
 
 
 def reference_rate(n: int, epochs: int, threads: int) -> float:
-    """The seed's style of loop: DataLoader, tiled-kernel biased MMD, default Adam."""
+    """The study's style of loop: DataLoader, tiled-kernel biased MMD, default Adam."""
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from builder.train.model import InfoVAE
+    from qsocube.builder.train.model import InfoVAE
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(1)
@@ -150,15 +151,15 @@ def two_worker_rate(n: int, epochs: int) -> float:
 
 def search_call(n: int) -> dict:
     """One search call with the default profile's budget on n synthetic spectra."""
-    from builder.train import profiles
-    from builder.train.fit import fit, set_threads
+    from qsocube.builder.train import profiles
+    from qsocube.builder.train.fit import fit, set_threads
 
     set_threads(1)
     budget = profiles()["default"]
     x, w = _data(n)
     order = np.random.default_rng(0).permutation(n)
     train, val = order[: int(0.8 * n)], order[int(0.8 * n): int(0.9 * n)]
-    from builder.train.fit import FitConfig
+    from qsocube.builder.train.fit import FitConfig
 
     config = FitConfig(latent_size=LATENT, lam=10.0, max_epochs=budget["max_epochs"],
                        batch_size=budget["batch_size"])
@@ -168,7 +169,7 @@ def search_call(n: int) -> dict:
 
 
 def run(size: str = "small") -> dict:
-    from builder.train import profiles
+    from qsocube.builder.train import profiles
 
     settings = SIZES[size]
     n, epochs = 4096, settings["epochs"]

@@ -1,10 +1,12 @@
 """qsocube: a reproducible HDF5 cube of quasar spectra with a learned latent space.
 
-The ``qsocube`` package holds what every stage shares: the wavelength grid, the
-preprocessing (resampling and normalisation), the spec-lite reader, the cube schema
-and the cube I/O. It needs only numpy, h5py and astropy, so ``inference`` can use it
-on machines without torch.
+One package, in one-way layers (enforced by the import-linter contracts in pyproject.toml):
+``qsocube.cli`` (the command line) -> ``qsocube.pipeline`` (the release) -> the stages
+``qsocube.builder``, ``qsocube.inference`` and ``qsocube.analysis`` (which never import
+each other) -> ``qsocube.core`` (grid, preprocessing, readers, schemas and I/O,
+validation, errors). ``qsocube.schemas`` holds the product schemas as package data. This
+module holds only the version and imports nothing.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 PRODUCT_VERSION = __version__

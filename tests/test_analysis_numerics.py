@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 from scipy import stats
 
-from analysis.associations import (
+from qsocube.analysis.associations import (
     MIN_SPECTRA,
     association_table,
     average_ranks,
@@ -15,10 +15,10 @@ from analysis.associations import (
     mutual_information,
     spearman,
 )
-from analysis.columns import make_column, reduce_array, transform
-from analysis.figures_common import bin_index, binned_mean
-from analysis.figures_spectra import pick_across_range, top_anomalies
-from analysis.vac import NO_RANK, anomaly_rank
+from qsocube.analysis.columns import make_column, reduce_array, transform
+from qsocube.analysis.figures_common import bin_index, binned_mean
+from qsocube.analysis.figures_spectra import pick_across_range, top_anomalies
+from qsocube.analysis.vac import NO_RANK, anomaly_rank
 
 
 def test_average_ranks_match_scipy_with_ties():

@@ -13,13 +13,13 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
+from fixtures.analysis_release import ALL_NAN, write_fixture_release
 
-from analysis.cli import analyze_release
-from analysis.columns import SEED_COLUMNS
-from analysis.fixture import ALL_NAN, write_fixture_release
-from analysis.io import AnalysisError, open_release
+from qsocube.analysis.columns import STUDY_COLUMNS
+from qsocube.analysis.io import AnalysisError, open_release
 from qsocube.cli import UsageError
 from qsocube.cli import main as qsocube_main
+from qsocube.cli.analyze import analyze_release
 
 pytest.importorskip("onnx", reason="the fixture writes its ONNX decoders with the onnx package")
 SIZES = (3, 6, 9)
@@ -71,7 +71,7 @@ def test_every_figure_is_written_and_referenced(analysed):
     pngs = {p.name for p in report.glob("*.png")}
     expected = {"mse_vs_latent.png", "samples.png", "outliers.png", "corner_catalog.png",
                 "training_curves.png", "search_lambda.png", "associations.png"}
-    for name in SEED_COLUMNS:
+    for name in STUDY_COLUMNS:
         if name != ALL_NAN:
             expected |= {f"hist_{name}.png", f"mse_{name}.png", f"corner_{name}.png"}
     assert expected <= pngs
@@ -172,7 +172,7 @@ def test_value_added_catalogue_opens_in_stilts(analysed):
 
 
 def test_report_renders_in_headless_chromium(analysed, tmp_path):
-    from analysis.browser import CHROMIUM, render_check
+    from fixtures.browser import CHROMIUM, render_check
 
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} absent (Debian package 'chromium', installed by make test "
@@ -210,7 +210,7 @@ def test_failure_paths_are_one_line(analysed, tmp_path):
 
 
 def test_decoder_problems(analysed, tmp_path):
-    from analysis import figures_spectra
+    from qsocube.analysis import figures_spectra
 
     release, _, _ = analysed
     copy = tmp_path / "release"
@@ -251,10 +251,10 @@ def test_command_line_rerun_is_torch_free_and_removes_stale_figures(analysed):
 def test_observed_release_without_truth(tmp_path):
     """An SDSS release has no /truth: associations use the catalogue only, the catalogue
     writer does not care, and a model-less cube is refused in one line."""
-    from analysis.associations import association_table
-    from analysis.columns import catalog_columns, truth_columns
-    from analysis.pipeline import release_summary
-    from analysis.vac import write_vac
+    from qsocube.analysis.associations import association_table
+    from qsocube.analysis.columns import catalog_columns, truth_columns
+    from qsocube.analysis.pipeline import release_summary
+    from qsocube.analysis.vac import write_vac
 
     write_fixture_release(tmp_path, n=40, n_pix=60, latent_sizes=(9,), with_truth=False)
     with open_release(tmp_path) as opened:
@@ -262,7 +262,7 @@ def test_observed_release_without_truth(tmp_path):
         assert release_summary(opened, "0" * 64)["source"] == "SDSS"
         columns = {c.key: c.values for c in catalog_columns(opened.catalog).values()}
         table = association_table({9: opened.models[9].data["latent_mean"].values}, columns)
-        assert table.rho.shape == (9, len(SEED_COLUMNS))
+        assert table.rho.shape == (9, len(STUDY_COLUMNS))
         paths = write_vac(opened, tmp_path / "catalog", "0" * 64)
     from astropy.table import Table
 
@@ -276,9 +276,9 @@ def test_observed_release_without_truth(tmp_path):
 def test_drawn_reconstructions_reproduce_the_cubes_metrics(analysed):
     """The decoder run by the analysis (onnxruntime, flux units) gives back exactly the
     recon_mse and recon_chi2 stored in the cube, so the figures show what was measured."""
-    from analysis.reconstruct import reconstruct
-    from qsocube.metrics import reconstruction_metrics
-    from qsocube.preprocess import model_input
+    from qsocube.analysis.reconstruct import reconstruct
+    from qsocube.core.metrics import reconstruction_metrics
+    from qsocube.core.preprocess import model_input
 
     release, _, _ = analysed
     with open_release(release) as opened:

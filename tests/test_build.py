@@ -11,9 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
-from builder.build import BuildConfig, build_cube
-from qsocube.cube import read_strings
-from qsocube.validate import check_cube
+from qsocube.builder.build import BuildConfig, build_cube
+from qsocube.core.cube import read_strings
+from qsocube.core.validate import check_cube
 
 
 def _quiet(_: str) -> None:
@@ -110,7 +110,7 @@ def test_interrupted_build_leaves_previous_cube(tmp_path: Path, spec_writer, mon
     def explode(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("builder.cubewriter.split_of", explode)
+    monkeypatch.setattr("qsocube.builder.cubewriter.split_of", explode)
     with pytest.raises(KeyboardInterrupt):
         build_cube([tmp_path], out, overwrite=True, report=_quiet)
     assert out.read_bytes() == before

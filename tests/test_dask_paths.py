@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from qsocube.cli import main
-from qsocube.cube import file_sha256
-from qsocube.grid import WavelengthGrid
+from qsocube.core.cube import file_sha256
+from qsocube.core.grid import WavelengthGrid
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_SPECTRA = ROOT.parent / "shared" / "data" / "sdss" / "spectra"
@@ -35,7 +35,7 @@ def cluster():
 def cube(tmp_path_factory) -> Path:
     pytest.importorskip("torch")
     pytest.importorskip("skopt")
-    from builder.train.synthetic import write_synthetic_cube
+    from fixtures.synthetic_cube import write_synthetic_cube
 
     return write_synthetic_cube(tmp_path_factory.mktemp("cube") / "qsocube.h5", 200, GRID,
                                 seed=3)
@@ -44,7 +44,7 @@ def cube(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------- the lambda search
 
 def _train(cube: Path, folder: Path, **options) -> dict:
-    from builder.train.pipeline import train_release
+    from qsocube.builder.train.pipeline import train_release
 
     folder.mkdir()
     shutil.copyfile(cube, folder / "qsocube.h5")
@@ -83,9 +83,15 @@ def test_search_on_the_cluster_equals_the_default_path(cluster, cube, tmp_path,
 
 
 def test_parallel_calls_resume_extend_and_ignore_the_finishing_order(cube, tmp_path):
-    from builder.train.data import load_cube
-    from builder.train.fit import set_threads
-    from builder.train.search import Search, SearchConfig, run_search, train_call, training_tensors
+    from qsocube.builder.train.data import load_cube
+    from qsocube.builder.train.fit import set_threads
+    from qsocube.builder.train.search import (
+        Search,
+        SearchConfig,
+        run_search,
+        train_call,
+        training_tensors,
+    )
 
     set_threads(1)  # as the pipeline's serial path; two threads crawl on a busy machine
     data = load_cube(cube)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from builder import dr16q
-from builder.dr16q import CUBE_COLUMNS, Catalog, CatalogError, read_catalog, write_catalog
+from qsocube.builder import dr16q
+from qsocube.builder.dr16q import CUBE_COLUMNS, Catalog, CatalogError, read_catalog, write_catalog
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DR12Q_STYLE = SHARED / "sdss" / "catalogs" / "DRQ_test.fits"

@@ -17,15 +17,15 @@ from test_inference_fixture import (
     write_spec_lite,
 )
 
-from inference import Encoder, ModelError, check_against_cube
-from inference.cli import prefetched
-from inference.sources import ALL_MASKED, BAD_NORM, LOW_COVERAGE, OK, UNREADABLE
-from qsocube.cube import model_group_name
-from qsocube.grid import WavelengthGrid
-from qsocube.metrics import reconstruction_metrics
-from qsocube.prepare import prepare
-from qsocube.preprocess import model_input
-from qsocube.speclite import read_spec_lite
+from qsocube.cli.encode import prefetched
+from qsocube.core.grid import WavelengthGrid
+from qsocube.core.layout import model_group_name
+from qsocube.core.metrics import reconstruction_metrics
+from qsocube.core.prepare import prepare
+from qsocube.core.preprocess import model_input
+from qsocube.core.speclite import read_spec_lite
+from qsocube.inference import Encoder, ModelError, check_against_cube
+from qsocube.inference.sources import ALL_MASKED, BAD_NORM, LOW_COVERAGE, OK, UNREADABLE
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,12 @@ import pytest
 from astropy.io import fits
 from test_inference_fixture import build_pair, calibrated_pair, draw, write_cube, write_spec_lite
 
-from inference import Encoder
-from inference.inputs import discover
-from inference.sources import LOW_COVERAGE, OK, UNREADABLE, plan_parts, read_batches
 from qsocube.cli import main
-from qsocube.cube import model_group_name
-from qsocube.grid import WavelengthGrid
+from qsocube.core.grid import WavelengthGrid
+from qsocube.core.layout import model_group_name
+from qsocube.inference import Encoder
+from qsocube.inference.inputs import discover
+from qsocube.inference.sources import LOW_COVERAGE, OK, UNREADABLE, plan_parts, read_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_SPECTRA = ROOT.parent / "shared" / "data" / "sdss" / "spectra"

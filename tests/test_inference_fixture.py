@@ -18,10 +18,11 @@ from astropy.io import fits
 from onnx import TensorProto, helper, numpy_helper
 
 from qsocube import PRODUCT_VERSION
-from qsocube.cube import model_group_name, model_input_from_cube, schema_version, write_variable
-from qsocube.grid import DEFAULT_GRID, SDSS_DLOGLAM, WavelengthGrid
-from qsocube.metrics import reconstruction_metrics, reference_quantiles
-from qsocube.preprocess import NORMALISATION, model_input, normalisation_factor
+from qsocube.core.cube import model_input_from_cube, schema_version, write_variable
+from qsocube.core.grid import DEFAULT_GRID, SDSS_DLOGLAM, WavelengthGrid
+from qsocube.core.layout import model_group_name
+from qsocube.core.metrics import reconstruction_metrics, reference_quantiles
+from qsocube.core.preprocess import NORMALISATION, model_input, normalisation_factor
 
 LOGVAR = -3.0
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from qsocube.parallel import default_processes, ordered_map, processes_for
+from qsocube.core.parallel import default_processes, ordered_map, processes_for
 
 
 def offset_square(item: int, offset: int, table: dict) -> tuple[int, int, int]:

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from builder.build import BuildConfig, build_cube
+from qsocube.builder.build import BuildConfig, build_cube
 
 VARIABLES = ("flux", "ivar", "mask", "norm", "split", "spec_id", "catalog/Z", "catalog/PLATE")
 PATHS = {"processes": {"processes": 2}, "dask": {"workers": 2}}
@@ -39,7 +39,7 @@ def test_parallel_build_equals_serial(real_spectra: Path, tmp_path: Path, path: 
 
 @pytest.mark.parametrize("path", PATHS)
 def test_parallel_build_with_a_catalogue_equals_serial(tmp_path: Path, path: str):
-    from builder.simulate import simulate_survey
+    from qsocube.builder.simulate import simulate_survey
 
     survey = tmp_path / "survey"
     simulate_survey(60, 3, survey, progress=None)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qsocube.grid import DEFAULT_GRID, WavelengthGrid
-from qsocube.preprocess import (
+from qsocube.core.grid import DEFAULT_GRID, WavelengthGrid
+from qsocube.core.preprocess import (
     NO_COVERAGE,
     NO_DATA,
     frame_batch,
@@ -16,7 +16,7 @@ from qsocube.preprocess import (
     rebin_operator,
     resample_chunked,
     resample_rebin,
-    resample_seed,
+    resample_study,
 )
 
 GRID = DEFAULT_GRID
@@ -104,7 +104,7 @@ def test_seed_method_agrees_with_rebin_on_a_smooth_spectrum():
     wave = 10 ** ((START + np.arange(NPIX)) * 1e-4)
     flux = (10 + np.sin(wave / 400.0)).astype(np.float32)
     frame = _batch([flux])
-    seed, rebin = resample_seed(frame, GRID), resample_rebin(frame, GRID)
+    seed, rebin = resample_study(frame, GRID), resample_rebin(frame, GRID)
     both = (seed.mask[0] == 0) & (rebin.mask[0] == 0)
     assert both.mean() > 0.99
     np.testing.assert_allclose(seed.flux[0, both], rebin.flux[0, both], rtol=2e-3)

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from qsocube.validate import validate
+from qsocube.core.validate import validate
 
 LATENT_SIZES = (3, 6, 9, 12, 15)
 TRAINING_MARKER = "call 1"
@@ -43,7 +43,7 @@ def test_smoke_release_is_complete_and_valid(smoke_release: Path):
 
 
 def test_release_encoders_reproduce_the_cube(smoke_release: Path):
-    from inference import check_against_cube
+    from qsocube.inference import check_against_cube
 
     for encoder in sorted((smoke_release / "models").glob("*_encoder.onnx")):
         assert check_against_cube(smoke_release / "qsocube.h5", encoder) <= 1e-5
@@ -75,7 +75,7 @@ def _run_until(out: Path, marker: str, extra_seconds: float) -> None:
 
 
 def test_killed_release_resumes_to_the_same_result(smoke_release: Path, tmp_path: Path):
-    from qsocube.validate import check_cube
+    from qsocube.core.validate import check_cube
 
     out = tmp_path / "smoke"
     for marker, delay in (("[1/5] simulating", 2.0), ("[2/5] building", 0.5),

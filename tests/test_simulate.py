@@ -12,9 +12,9 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from builder.dr16q import read_catalog
-from builder.simulate import physics, simulate_survey
-from builder.simulate.population import COSMO
+from qsocube.builder.dr16q import read_catalog
+from qsocube.builder.simulate import physics, simulate_survey
+from qsocube.builder.simulate.population import COSMO
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 COMPOSITE = SHARED / "composites" / "qso_temp_vandenberk2001.mrt.txt"
@@ -179,7 +179,7 @@ def test_population_looks_like_dr16q(truth):
 
 
 def test_bad_data_bits_have_zero_ivar_and_bright_sky_keeps_it(survey):
-    from builder.simulate.noise import BRIGHTSKY
+    from qsocube.builder.simulate.noise import BRIGHTSKY
 
     fractions, sky = [], []
     for path in sorted((survey / "spectra").glob("spec-*.fits"))[:30]:

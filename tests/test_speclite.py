@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qsocube import fitsfast
-from qsocube.speclite import SpectrumError, _read_astropy, _read_fast, read_spec_lite
+from qsocube.core import fitsfast
+from qsocube.core.speclite import SpectrumError, _read_astropy, _read_fast, read_spec_lite
 
 
 def test_real_files_fast_reader_matches_astropy(real_spectra: Path):

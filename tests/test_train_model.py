@@ -9,9 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from builder.train.data import SIGMA_FLOOR, cap_weights  # noqa: E402
-from builder.train.fit import FitConfig, _train_epoch, evaluate, objective_from  # noqa: E402
-from builder.train.model import (  # noqa: E402
+from qsocube.builder.train.data import SIGMA_FLOOR, cap_weights  # noqa: E402
+from qsocube.builder.train.fit import FitConfig, _train_epoch, evaluate, objective_from  # noqa: E402
+from qsocube.builder.train.model import (  # noqa: E402
     InfoVAE,
     infovae_loss,
     kl_term,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from builder.train.pca import codes, fit_weighted_pca, reconstruct, weighted_mean
+from qsocube.builder.train.pca import codes, fit_weighted_pca, reconstruct, weighted_mean
 
 
 def _low_rank(n=300, n_pix=80, k=3, seed=0):

@@ -13,16 +13,17 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("skopt")
 
-from builder.train import train_release  # noqa: E402
-from builder.train.data import CubeError, load_cube  # noqa: E402
-from builder.train.export import check_onnx, metadata_of, onnx_outputs  # noqa: E402
-from builder.train.model import InfoVAE  # noqa: E402
-from builder.train.search import SearchConfig  # noqa: E402
-from builder.train.state import checkpoint_path, load_checkpoint  # noqa: E402
-from builder.train.synthetic import write_synthetic_cube  # noqa: E402
-from qsocube.cube import file_sha256, model_input_from_cube  # noqa: E402
-from qsocube.metrics import anomaly_score, reconstruction_metrics, reference_quantiles  # noqa: E402
-from qsocube.preprocess import NORMALISATION, encoder_input  # noqa: E402
+from fixtures.synthetic_cube import write_synthetic_cube  # noqa: E402
+
+from qsocube.builder.train import train_release  # noqa: E402
+from qsocube.builder.train.data import CubeError, load_cube  # noqa: E402
+from qsocube.builder.train.export import check_onnx, metadata_of, onnx_outputs  # noqa: E402
+from qsocube.builder.train.model import InfoVAE  # noqa: E402
+from qsocube.builder.train.search import SearchConfig  # noqa: E402
+from qsocube.builder.train.state import checkpoint_path, load_checkpoint  # noqa: E402
+from qsocube.core.cube import file_sha256, model_input_from_cube  # noqa: E402
+from qsocube.core.metrics import anomaly_score, reconstruction_metrics, reference_quantiles  # noqa: E402
+from qsocube.core.preprocess import NORMALISATION, encoder_input  # noqa: E402
 
 SIZES = (3, 6, 9, 12, 15)
 BUDGET = {"n_calls": 2, "max_epochs": 3, "batch_size": 64}
@@ -51,7 +52,7 @@ def _model(release, size: int) -> InfoVAE:
 
 
 def test_release_cube_validates_with_five_groups_and_ten_onnx_files(release):
-    from qsocube.validate import check_cube
+    from qsocube.core.validate import check_cube
 
     assert check_cube(release["cube"], release["folder"] / "models") == []
     with h5py.File(release["cube"], "r") as cube:
@@ -122,7 +123,7 @@ def test_search_and_history_are_in_the_cube(release):
 
 
 def test_schema_lists_every_attribute_the_trainer_writes(release):
-    from qsocube.cube import schema_group
+    from qsocube.core.cube import schema_group
 
     with h5py.File(release["cube"], "r") as cube:
         for path in ("/models/latent_06", "/models/latent_06/history"):
@@ -135,8 +136,8 @@ def test_schema_lists_every_attribute_the_trainer_writes(release):
 
 def test_history_without_medians_still_validates(release, tmp_path):
     # a group finished from a search call recorded before the medians existed
-    import builder.train.writeback as writeback
-    from qsocube.validate import check_cube
+    import qsocube.builder.train.writeback as writeback
+    from qsocube.core.validate import check_cube
 
     cube = tmp_path / "qsocube.h5"
     shutil.copyfile(release["cube"], cube)
@@ -209,10 +210,10 @@ def test_onnx_matches_torch_on_simulated_spectra(release):
 
 
 def test_onnx_matches_torch_on_real_spectra(release, real_spectra):
-    from qsocube.grid import DEFAULT_GRID
-    from qsocube.prepare import prepare
-    from qsocube.preprocess import model_input
-    from qsocube.speclite import read_spec_lite
+    from qsocube.core.grid import DEFAULT_GRID
+    from qsocube.core.prepare import prepare
+    from qsocube.core.preprocess import model_input
+    from qsocube.core.speclite import read_spec_lite
 
     spectra = [read_spec_lite(p) for p in sorted(real_spectra.glob("spec-*.fits*"))[:64]]
     prepared = prepare(spectra, DEFAULT_GRID)
@@ -232,7 +233,7 @@ def test_rerun_skips_finished_sizes_without_touching_the_cube(release):
 
 
 def test_failed_write_back_leaves_the_previous_cube(release, monkeypatch, tmp_path):
-    import builder.train.writeback as writeback
+    import qsocube.builder.train.writeback as writeback
 
     cube = tmp_path / "qsocube.h5"
     shutil.copyfile(release["cube"], cube)

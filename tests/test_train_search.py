@@ -14,12 +14,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("skopt")
 
-from builder.train.data import cap_weights, load_cube  # noqa: E402
-from builder.train.fit import FitConfig, fit, set_threads  # noqa: E402
-from builder.train.search import SearchConfig, chosen_model, run_search  # noqa: E402
-from builder.train.state import state_path  # noqa: E402
-from builder.train.synthetic import write_synthetic_cube  # noqa: E402
-from qsocube.grid import WavelengthGrid  # noqa: E402
+from fixtures.synthetic_cube import write_synthetic_cube  # noqa: E402
+
+from qsocube.builder.train.data import cap_weights, load_cube  # noqa: E402
+from qsocube.builder.train.fit import FitConfig, fit, set_threads  # noqa: E402
+from qsocube.builder.train.search import SearchConfig, chosen_model, run_search  # noqa: E402
+from qsocube.builder.train.state import state_path  # noqa: E402
+from qsocube.core.grid import WavelengthGrid  # noqa: E402
 
 GRID = WavelengthGrid(n_pix=120)
 HIDDEN = (32, 16)

@@ -1,0 +1,5 @@
+"""``python -m qsocube.cli``: the ``qsocube`` command."""
+
+from qsocube.cli import main
+
+raise SystemExit(main())

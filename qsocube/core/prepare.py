@@ -1,0 +1,95 @@
+"""From spec-lite files to model-ready arrays: the path shared by the builder and inference."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from qsocube.core.errors import Rejection
+from qsocube.core.grid import WavelengthGrid
+from qsocube.core.preprocess import NO_COVERAGE, frame_batch, normalisation_factor, resample_chunked
+from qsocube.core.speclite import SpecLite
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Spectra on the grid with their normalisation: what the cube stores per spectrum.
+
+    ``flux`` (n, n_pix) float32 in 1e-17 erg s-1 cm-2 Angstrom-1, 0 where masked; ``ivar``
+    (n, n_pix) float32, its inverse variance, 0 where masked; ``mask`` (n, n_pix) uint8 bits
+    (``preprocess.NO_COVERAGE``, ``NO_DATA``; valid iff 0); ``covered_fraction`` (n,)
+    float32, the fraction of grid pixels with mask == 0; ``norm`` (n,) float32, the median
+    flux over valid pixels in flux units (NaN where there is none; <= 0 is unusable).
+    """
+
+    flux: np.ndarray
+    ivar: np.ndarray
+    mask: np.ndarray
+    covered_fraction: np.ndarray
+    norm: np.ndarray
+
+    def __len__(self) -> int:
+        return self.flux.shape[0]
+
+    def rows(self, keep: np.ndarray) -> Prepared:
+        """The spectra where ``keep`` (a boolean or index array) selects them."""
+        return Prepared(self.flux[keep], self.ivar[keep], self.mask[keep],
+                        self.covered_fraction[keep], self.norm[keep])
+
+
+def prepare(spectra: Sequence[SpecLite], grid: WavelengthGrid, method: str = "rebin"
+            ) -> Prepared:
+    """Resample spectra onto ``grid`` (``method``: ``preprocess.METHODS``) and compute their
+    normalisation factors."""
+    frame = frame_batch([s.start for s in spectra], [s.flux for s in spectra],
+                        [s.ivar for s in spectra], grid)
+    resampled = resample_chunked(frame, grid, method)
+    norm = normalisation_factor(resampled.flux, resampled.mask)
+    return Prepared(resampled.flux, resampled.ivar, resampled.mask,
+                    resampled.covered_fraction, norm)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether one prepared spectrum is usable: ``code`` (``Rejection.ok`` if it is) and,
+    if not, the one-line ``reason`` in words."""
+
+    code: Rejection
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code == Rejection.ok
+
+
+def usability(prepared: Prepared, min_covered_fraction: float, full_coverage: bool = False
+              ) -> list[Verdict]:
+    """Per spectrum, whether it is usable, and if not why (the same rule for build and encode).
+
+    ``full_coverage`` is the study's rule (Portillo et al. 2020): the spectrum's wavelength
+    range must span the whole grid (masked pixels inside it are still allowed). A spectrum
+    with no valid grid pixel at all is ``no_valid_pixels`` whichever check notices it.
+    """
+    spanned = ((prepared.mask & NO_COVERAGE) == 0).mean(axis=1)
+    verdicts: list[Verdict] = []
+    for span, covered, norm in zip(spanned, prepared.covered_fraction, prepared.norm,
+                                   strict=True):
+        empty = covered == 0
+        if full_coverage and span < 1:
+            verdicts.append(Verdict(Rejection.partial_coverage,
+                                    f"does not cover the whole grid ({span:.1%}); coverage "
+                                    "policy 'full'"))
+        elif covered < min_covered_fraction:
+            verdicts.append(Verdict(Rejection.no_valid_pixels if empty else
+                                    Rejection.low_coverage,
+                                    f"covers {covered:.1%} of the grid, below the minimum "
+                                    f"{min_covered_fraction:.0%}"))
+        elif not np.isfinite(norm) or norm <= 0:
+            verdicts.append(Verdict(Rejection.no_valid_pixels if empty else
+                                    Rejection.bad_normalisation,
+                                    "median flux over valid pixels is not positive"))
+        else:
+            verdicts.append(Verdict(Rejection.ok))
+    return verdicts

@@ -1,0 +1,219 @@
+"""The Python API: ``Encoder`` loads a release's ONNX pair once and encodes spectra.
+
+``Encoder.encode(flux, ivar)`` takes arrays on the model's grid (physical units) and
+``Encoder.encode_files(paths)`` takes spec-lite FITS files; both return ``Encoded``, a
+dataclass of numpy arrays (one row per input spectrum, rejected rows flagged with NaN
+results) whose ``to_xarray()`` gives an ``xarray.Dataset`` when xarray is installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from qsocube.core import defaults, schema
+from qsocube.core.cube import file_sha256, model_input_from_cube
+from qsocube.core.errors import ModelError, Rejection
+from qsocube.core.grid import WavelengthGrid
+from qsocube.core.layout import model_group_name
+from qsocube.core.metrics import anomaly_score, reconstruction_metrics
+from qsocube.core.preprocess import encoder_input
+from qsocube.inference.inputs import discover
+from qsocube.inference.model import load_pair
+from qsocube.inference.sources import (
+    Batch,
+    empty_ids,
+    grid_batch,
+    plan_parts,
+    read_batches,
+)
+
+DEFAULT_MIN_COVERED = defaults.MIN_COVERED_FRACTION  # the builder's own threshold
+
+
+@dataclass
+class Encoded:
+    """Per-spectrum results; the order of rows is the order of the inputs.
+
+    Written to files under the names of ``qsocube/schemas/encode_output.json`` (each
+    column's ``field`` is one of these attributes).
+    """
+
+    source: np.ndarray  # str: input file (or file[row] for arrays and cubes)
+    PLATE: np.ndarray  # int32, -1 when unknown
+    MJD: np.ndarray  # int32, -1 when unknown
+    FIBERID: np.ndarray  # int32, -1 when unknown
+    CLASS: np.ndarray  # str: SDSS pipeline class from HDU 2 ("" when unknown)
+    Z: np.ndarray  # float32: SDSS pipeline redshift from HDU 2 (NaN when unknown)
+    flag: np.ndarray  # uint8 Rejection code: 0 encoded, else why not
+    reason: np.ndarray  # str: why the row was rejected ("" when ok)
+    covered_fraction: np.ndarray  # float32: fraction of grid pixels with valid data
+    latent_mean: np.ndarray  # (n, L) float32
+    latent_logvar: np.ndarray  # (n, L) float32
+    recon_mse: np.ndarray  # float32: MSE of normalised flux over valid pixels
+    recon_chi2: np.ndarray  # float32: reduced chi-square of the reconstruction
+    anomaly_score: np.ndarray  # float32: fraction of training spectra with smaller recon_mse
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def concat(cls, parts: list[Encoded]) -> Encoded:
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                      for f in fields(cls)})
+
+    def to_xarray(self, attrs: dict[str, Any] | None = None) -> Any:
+        """An ``xarray.Dataset`` with dims (spectrum, latent) and the output file's names,
+        units and flags (the schema); needs the optional xarray."""
+        import xarray as xr
+
+        columns = schema.columns("encode_output", [self.latent_mean.shape[1]])
+        data = {c.name: (c.dims, getattr(self, c.field),
+                         {"units": c.units, "long_name": c.description,
+                          **schema.flag_attributes(c.spec)}) for c in columns}
+        return xr.Dataset(data, coords={"spectrum": np.arange(len(self), dtype=np.int64),
+                                        "latent": np.arange(self.latent_mean.shape[1])},
+                          attrs=attrs or {})
+
+
+class Encoder:
+    """A release's encoder and its decoder, checked against this software's preprocessing.
+
+    ``model`` is the ``*_encoder.onnx`` file; the decoder named in its metadata must be
+    beside it. ``threads`` defaults to the cores this process may use (at most 8).
+    """
+
+    def __init__(self, model: str | Path, threads: int | None = None,
+                 min_covered_fraction: float = DEFAULT_MIN_COVERED) -> None:
+        self.pair = load_pair(model, threads)
+        self.min_covered_fraction = min_covered_fraction
+
+    @property
+    def latent_size(self) -> int:
+        return self.pair.latent_size
+
+    @property
+    def grid(self) -> WavelengthGrid:
+        return self.pair.grid
+
+    @property
+    def wavelength(self) -> np.ndarray:
+        return self.pair.grid.wavelength
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self.pair.meta)
+
+    def latent(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mu, logvar) of model input x (normalised flux, 0 on masked pixels)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if len(x) == 0:
+            empty = np.zeros((0, self.latent_size), np.float32)
+            return empty, empty.copy()
+        name = self.pair.encoder_input
+        feed = encoder_input(x) if name == "u" else x
+        mu, logvar = self.pair.session("encoder", len(x)).run(["mu", "logvar"], {name: feed})
+        return mu, logvar
+
+    def reconstruct(self, z: np.ndarray) -> np.ndarray:
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        if len(z) == 0:
+            return np.zeros((0, self.grid.n_pix), np.float32)
+        return self.pair.session("decoder", len(z)).run(["x_hat"], {"z": z})[0]
+
+    def encode_batch(self, batch: Batch) -> Encoded:
+        """Encode the usable rows of a batch; rejected rows get NaN results."""
+        n, size = len(batch), self.latent_size
+        ok = batch.flag == Rejection.ok
+        mean = np.full((n, size), np.nan, np.float32)
+        logvar, mse, chi2, score = mean.copy(), *(np.full(n, np.nan, np.float32)
+                                                  for _ in range(3))
+        if ok.any():
+            x, w = batch.x[ok], batch.w[ok]
+            mean[ok], logvar[ok] = self.latent(x)
+            mse[ok], chi2[ok] = reconstruction_metrics(x, w, self.reconstruct(mean[ok]), size)
+            if self.pair.quantiles is not None:
+                score[ok] = anomaly_score(mse[ok], self.pair.quantiles)
+        return Encoded(np.asarray(batch.source, dtype=object), batch.ids["PLATE"],
+                       batch.ids["MJD"], batch.ids["FIBERID"],
+                       np.asarray(batch.ids["CLASS"], dtype=object), batch.ids["Z"], batch.flag,
+                       np.asarray(batch.reason, dtype=object), batch.covered_fraction, mean,
+                       logvar, mse, chi2, score)
+
+    def encode(self, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray | None = None,
+               names: Iterable[str] | None = None, batch_size: int = 4096) -> Encoded:
+        """Encode spectra already on the model's grid: flux and ivar of shape (n, n_pix).
+
+        Pixels with ivar == 0, NaN or inf (or mask != 0) are masked; each spectrum is
+        normalised by the median of its valid flux, as the builder does.
+        """
+        flux, ivar = np.atleast_2d(flux), np.atleast_2d(ivar)
+        if len(flux) == 0:
+            raise ValueError("no spectra to encode")
+        if flux.shape != ivar.shape or flux.shape[1] != self.grid.n_pix:
+            raise ValueError(f"flux {flux.shape} and ivar {ivar.shape} must both be "
+                             f"(n, {self.grid.n_pix}) on the model's grid")
+        names = list(names) if names is not None else [f"[{i}]" for i in range(len(flux))]
+        parts = []
+        for lo in range(0, len(flux), batch_size):
+            rows = slice(lo, lo + batch_size)
+            x, w, covered, flag, reasons = grid_batch(
+                flux[rows], ivar[rows], self.min_covered_fraction,
+                None if mask is None else mask[rows])
+            parts.append(self.encode_batch(Batch(names[rows], empty_ids(len(x)), x, w,
+                                                 covered, flag, reasons)))
+        return Encoded.concat(parts)
+
+    def iter_encode(self, inputs: Iterable[str | Path], batch_size: int = 1024,
+                    processes: int = 1) -> Iterator[Encoded]:
+        """Encode FITS files, folders, globs, cubes or array files batch by batch.
+
+        ``processes`` > 1 reads and resamples on that many local processes (started with
+        ``forkserver``: a script that uses it needs the ``if __name__ == "__main__":`` guard).
+        """
+        parts = list(plan_parts(discover([str(p) for p in inputs], self.grid), batch_size))
+        for batch in read_batches(parts, self.grid, self.pair.meta["resampling_method"],
+                                  self.min_covered_fraction, processes):
+            yield self.encode_batch(batch)
+
+    def encode_files(self, paths: Iterable[str | Path], batch_size: int = 1024,
+                     processes: int = 1) -> Encoded:
+        """Encode spec-lite FITS files (or folders/globs of them); all results in memory."""
+        return Encoded.concat(list(self.iter_encode(paths, batch_size, processes)))
+
+
+def check_against_cube(cube_path: str | Path, encoder_path: str | Path,
+                       batch_size: int = 4096) -> float:
+    """Max |latent mean from the ONNX encoder - latent_mean written back into the cube|.
+
+    Encodes the cube's own model input (``model_input_from_cube``) with ``encoder_path`` and
+    compares with ``/models/latent_NN/latent_mean`` over the rows that have one.
+    """
+    encoder = Encoder(encoder_path)
+    with h5py.File(cube_path, "r") as cube:
+        if cube.attrs.get("grid_sha256") not in (None, encoder.grid.sha256):
+            raise ModelError(f"{encoder_path}: its grid differs from the cube {cube_path}'s")
+        group = cube[model_group_name(encoder.latent_size)]
+        stored_sha = group.attrs.get("encoder_sha256")
+        if stored_sha is not None and stored_sha != file_sha256(encoder_path):
+            raise ModelError(f"{encoder_path}: sha256 differs from the encoder_sha256 recorded "
+                             f"in {cube_path}{group.name}")
+        worst = 0.0
+        for lo in range(0, cube["flux"].shape[0], batch_size):
+            rows = slice(lo, lo + batch_size)
+            stored = group["latent_mean"][rows]
+            have = np.isfinite(stored).all(axis=1)
+            if not have.any():
+                continue
+            x, _ = model_input_from_cube(cube, rows)
+            mu, _ = encoder.latent(x[have])
+            worst = max(worst, float(np.max(np.abs(mu - stored[have]))))
+    return worst
