@@ -1,4 +1,6 @@
 # qsocube: `make product` builds the default release, `make test` runs the tests.
+# PROFILE: smoke, default or study (a sample the size of the original study's); see
+# qsocube/core/profiles.toml.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -25,6 +27,7 @@ product: install
 
 test: install test-tools
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Headless Chromium renders the report, STILTS reads the catalogue, and ncdump/h5dump read
@@ -46,6 +49,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache bench/results

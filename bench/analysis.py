@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 SIZES = {"small": {"n": 2000, "columns": 20}, "full": {"n": 20000, "columns": 30}}
-LATENT_SIZES = (3, 6, 9, 12, 15)
+from qsocube.core.defaults import LATENT_SIZES  # noqa: E402
 
 
 def _inputs(n: int, n_columns: int, seed: int = 0) -> tuple[dict, dict]:

@@ -1,8 +1,8 @@
 """Benchmark of ``qsocube encode``: onnxruntime against torch eager, and files to output.
 
-* The encoder is the product's own: ``builder.train.model.InfoVAE`` (asinh input, MLP
+* The encoder is the product's own: ``qsocube.builder.train.model.InfoVAE`` (asinh input, MLP
   n_pix -> 256 -> 128 -> (mu, logvar), leaky ReLU) with random weights, exported by the
-  release's exporter with a release's metadata, loaded by ``inference.Encoder``; torch
+  release's exporter with a release's metadata, loaded by ``qsocube.inference.Encoder``; torch
   eager runs the same module's ``encode``.
 * In-memory rates at batch 1, 64 and 4,096: ``Encoder.latent`` (onnxruntime) against the
   same torch module in eager mode, same threads, rounds interleaved and the best round kept
@@ -84,7 +84,7 @@ def gemm_bound(threads: int, n: int = 1536) -> float:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from qsocube.inference.model import session_options
+    from qsocube.core.onnxmodel import session_options
 
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
@@ -104,9 +104,6 @@ def _fits_inputs(folder: Path, repeat: int) -> tuple[list[str], int]:
     files = sorted(str(p) for p in REAL_SPECTRA.glob("spec-*.fits")) if REAL_SPECTRA.is_dir() \
         else []
     if not files:  # no real data: synthetic spec-lite files in the same format
-        import sys
-
-        sys.path.insert(0, str(ROOT / "tests"))
         from test_inference_fixture import build_pair, draw, write_spec_lite
 
         pair = build_pair(folder / "fixture")
@@ -122,10 +119,11 @@ def end_to_end(encoder_path: Path, folder: Path, repeat: int) -> dict[str, float
     """``qsocube encode`` FITS -> .h5 (default local processes, and in one process), against
     the one-file-at-a-time reference (read, resample, encode at batch 1)."""
     from qsocube.cli import main
+    from qsocube.core.errors import InputError
     from qsocube.core.parallel import default_processes
     from qsocube.core.prepare import prepare
     from qsocube.core.preprocess import model_input
-    from qsocube.core.speclite import SpectrumError, read_spec_lite
+    from qsocube.core.speclite import read_spec_lite
     from qsocube.inference import Encoder
 
     inputs, n = _fits_inputs(folder, repeat)
@@ -143,7 +141,7 @@ def end_to_end(encoder_path: Path, folder: Path, repeat: int) -> dict[str, float
     for path in reference_files:
         try:
             prepared = prepare([read_spec_lite(path)], encoder.grid)
-        except SpectrumError:
+        except InputError:
             continue
         x, _ = model_input(prepared.flux, prepared.ivar, prepared.mask, prepared.norm)
         encoder.latent(x)
@@ -158,8 +156,8 @@ def run(size: str = "small") -> dict:
     import torch
 
     from qsocube.core.grid import DEFAULT_GRID
+    from qsocube.core.onnxmodel import default_threads
     from qsocube.inference import Encoder
-    from qsocube.inference.model import default_threads
 
     settings = SIZES[size]
     threads = default_threads()

@@ -38,7 +38,7 @@ BUILD_SCRIPT = """
 import json, os, sys, threading, time
 from pathlib import Path
 from qsocube.builder.build import BuildConfig, build_cube
-from qsocube.builder.inputs import find_spectra
+from qsocube.core.inputs import by_name, find_inputs
 
 
 def descendants_peak_kb(root, stop, peak):
@@ -69,7 +69,7 @@ def descendants_peak_kb(root, stop, peak):
 if __name__ == "__main__":  # worker processes are spawned and re-import this file
     survey, out = Path(sys.argv[1]), Path(sys.argv[3])
     n, mode, workers = int(sys.argv[2]), sys.argv[4], int(sys.argv[5])
-    paths = find_spectra([survey / "spectra"])[:n]
+    paths = by_name(find_inputs([survey / "spectra"]))[:n]
     options = {"processes": {"processes": workers}, "serial": {},
                "dask": {"workers": workers}}[mode]
     stop, peak = threading.Event(), [0]

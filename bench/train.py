@@ -2,7 +2,7 @@
 
 * Throughput in spectra per second per training epoch at the default batch size (256) on
   the real architecture (1500 -> 256 -> 128 -> 2L and the mirrored decoder), for
-  - the product loop (``builder.train.fit``: in-memory tensors, one pass for the loss and
+  - the product loop (``qsocube.builder.train.fit``: in-memory tensors, one pass for the loss and
     the MSE, fused Adam) with one thread, as each search worker runs it;
   - two such workers side by side (what ``train_release`` does on 2 cores);
   - one process with two threads (the alternative the workers replace);
@@ -151,8 +151,8 @@ def two_worker_rate(n: int, epochs: int) -> float:
 
 def search_call(n: int) -> dict:
     """One search call with the default profile's budget on n synthetic spectra."""
-    from qsocube.builder.train import profiles
     from qsocube.builder.train.fit import fit, set_threads
+    from qsocube.core.defaults import training_budgets as profiles
 
     set_threads(1)
     budget = profiles()["default"]
@@ -169,7 +169,7 @@ def search_call(n: int) -> dict:
 
 
 def run(size: str = "small") -> dict:
-    from qsocube.builder.train import profiles
+    from qsocube.core.defaults import training_budgets as profiles
 
     settings = SIZES[size]
     n, epochs = 4096, settings["epochs"]

@@ -1,6 +1,7 @@
 """`qsocube analyze` on a small fixture release: cube opening, figures, report, association
 table, value-added catalogue, failure paths. The release is written through
-qsocube.cube.write_variable as the real stages write it (analysis/fixture.py)."""
+qsocube.core.cube.write_variable as the real stages write it
+(tests/fixtures/analysis_release.py)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ import pytest
 import xarray as xr
 from fixtures.analysis_release import ALL_NAN, write_fixture_release
 
+from qsocube.analysis import analyze_release
 from qsocube.analysis.columns import STUDY_COLUMNS
 from qsocube.analysis.io import AnalysisError, open_release
 from qsocube.cli import UsageError
 from qsocube.cli import main as qsocube_main
-from qsocube.cli.analyze import analyze_release
 
 pytest.importorskip("onnx", reason="the fixture writes its ONNX decoders with the onnx package")
 SIZES = (3, 6, 9)

@@ -16,8 +16,8 @@ import pytest
 
 @pytest.mark.slow
 def test_smoke_release_end_to_end(tmp_path: Path, smoke_release: Path):
+    from qsocube.analysis import analyze_release
     from qsocube.analysis.io import open_release
-    from qsocube.cli.analyze import analyze_release
 
     shutil.copy(smoke_release / "qsocube.h5", tmp_path / "qsocube.h5")
     shutil.copytree(smoke_release / "models", tmp_path / "models")

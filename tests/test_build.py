@@ -13,6 +13,7 @@ import pytest
 
 from qsocube.builder.build import BuildConfig, build_cube
 from qsocube.core.cube import read_strings
+from qsocube.core.errors import Rejection
 from qsocube.core.validate import check_cube
 
 
@@ -80,6 +81,16 @@ def test_every_bad_input_is_accounted_for(tmp_path: Path, spec_writer):
         assert "of the grid" in reasons["spec-4000-55555-0007.fits"]
         assert "not a readable FITS file" in reasons["spec-4000-55555-0008.fits"]
         assert "duplicate" in reasons["spec-4000-55555-0001.fits"]
+        codes = dict(zip(read_strings(cube["rejected/file"]),
+                         cube["rejected/reason_code"][...].tolist(), strict=True))
+        assert codes == {"spec-4000-55555-0006.fits": Rejection.low_snr,
+                         "spec-4000-55555-0007.fits": Rejection.low_coverage,
+                         "spec-4000-55555-0008.fits": Rejection.unreadable,
+                         "spec-4000-55555-0001.fits": Rejection.duplicate}
+        attrs = cube["rejected/reason_code"].attrs
+        assert attrs["flag_meanings"] == Rejection.flag_meanings()
+        assert attrs["flag_values"].tolist() == Rejection.flag_values()
+        assert attrs["flag_values"].dtype == np.uint8
         assert sorted(cube["split"][...].tolist()) == sorted(cube["split"][...].tolist())
         inside = (10 ** ((35500 + np.arange(4600)) * 1e-4) > 3625) & (
             10 ** ((35500 + np.arange(4600)) * 1e-4) < 9000)

@@ -39,7 +39,8 @@ def test_unknown_command_and_missing_paths_are_one_line_errors(tmp_path):
 
 
 def test_build_and_validate_do_not_import_torch():
-    code = ("import sys; from qsocube.cli import main; import builder.build, qsocube.validate;"
+    code = ("import sys; from qsocube.cli import main; import qsocube.builder.build, "
+            "qsocube.core.validate, qsocube.cli.build, qsocube.cli.validate; "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr

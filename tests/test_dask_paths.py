@@ -66,7 +66,7 @@ def _train(cube: Path, folder: Path, **options) -> dict:
 def test_search_on_the_cluster_equals_the_default_path(cluster, cube, tmp_path,
                                                        parallel_calls, n_calls):
     budget = {"n_calls": n_calls, "parallel_calls": parallel_calls}
-    default = _train(cube, tmp_path / "default", workers=1, **budget)
+    default = _train(cube, tmp_path / "default", processes=1, **budget)
     dask = _train(cube, tmp_path / "dask", scheduler=cluster.scheduler_address, **budget)
     assert dask["lambda"] == default["lambda"] and len(default["lambda"]) == 2
     assert dask["onnx"] == default["onnx"] and len(default["onnx"]) == 4
@@ -76,7 +76,7 @@ def test_search_on_the_cluster_equals_the_default_path(cluster, cube, tmp_path,
     assert len(default["arrays"]["latent_03/search/lambda"]) == n_calls
     assert dask["workers"] == 2 and any("Dask cluster" in m for m in dask["messages"])
     if parallel_calls > 1:  # the local process pool, with two calls of a size at once
-        pool = _train(cube, tmp_path / "pool", workers=2, **budget)
+        pool = _train(cube, tmp_path / "pool", processes=2, **budget)
         assert pool["workers"] == 2 and pool["onnx"] == default["onnx"]
         for name, values in default["arrays"].items():
             np.testing.assert_array_equal(pool["arrays"][name], values, err_msg=name)
@@ -177,7 +177,7 @@ def _assert_same(a: Path, b: Path) -> None:
 
 def test_encode_on_the_cluster_equals_serial(cluster, encoding, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(encoding["folder"])
-    common = ["encode", "--model", str(encoding["pair"].encoder), "--batch", "7",
+    common = ["encode", "--model", str(encoding["pair"].encoder), "--batch-size", "7",
               *encoding["inputs"]]
     serial = ["--processes", "1", "--out", str(tmp_path / "serial.h5")]
     assert main([*common, *serial]) == 1  # one broken file
@@ -188,11 +188,11 @@ def test_encode_on_the_cluster_equals_serial(cluster, encoding, tmp_path, monkey
     _assert_same(tmp_path / "serial.h5", tmp_path / "dask.h5")
     arrays, _ = _read(tmp_path / "dask.h5")
     n = len(encoding["inputs"]) - 1 + 9  # the .npy holds 9 spectra
-    assert len(arrays["flag"]) == n and (arrays["flag"] == 0).sum() >= n - 10
-    sources = arrays["source"].astype(str)
+    assert len(arrays["FLAG"]) == n and (arrays["FLAG"] == 0).sum() >= n - 10
+    sources = arrays["SOURCE"].astype(str)
     assert sources[-10] == "inputs/spec-7002-57001-0999.fits"
     assert sources[-1] == "inputs/grid.npy[8]"
-    assert arrays["reason"].astype(str)[-10].startswith("inputs/spec-7002-57001-0999.fits")
+    assert arrays["REASON"].astype(str)[-10].startswith("inputs/spec-7002-57001-0999.fits")
 
 
 def test_encode_workers_option_runs_a_local_cluster_without_torch(encoding, tmp_path):
@@ -201,8 +201,8 @@ def test_encode_workers_option_runs_a_local_cluster_without_torch(encoding, tmp_
     out = tmp_path / "workers.csv"
     script = ("import sys; from qsocube.cli import main; "
               f"code = main({[*common, '--out', str(out), '--workers', '2']!r}); "
-              "print(code, sorted(m for m in sys.modules if m.split('.')[0] in "
-              "('torch', 'builder')))")
+              "print(code, sorted(m for m in sys.modules if m.split('.')[0] == 'torch' "
+              "or m.startswith('qsocube.builder')))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=encoding["folder"], timeout=120)
     assert done.stdout.strip() == "1 []", done.stderr[-2000:]
@@ -231,7 +231,7 @@ def test_missing_dask_or_scheduler_is_one_line(encoding, cube, tmp_path, monkeyp
     assert refused[0].startswith("qsocube encode: --scheduler tcp://127.0.0.1:9: cannot connect")
     assert refused[1].startswith("qsocube train: --scheduler tcp://127.0.0.1:9: cannot connect")
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if dask were not installed
-    for argv in ([*encode, "--workers", "2"], ["train", str(cube), "--scheduler", "local"]):
+    for argv in ([*encode, "--workers", "2"], ["train", str(cube), "--workers", "2"]):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert "needs dask" in err and "qsocube[scale]" in err and len(err.splitlines()) == 1

@@ -18,6 +18,7 @@ from test_inference_fixture import (
 )
 
 from qsocube.cli.encode import prefetched
+from qsocube.core.errors import Rejection
 from qsocube.core.grid import WavelengthGrid
 from qsocube.core.layout import model_group_name
 from qsocube.core.metrics import reconstruction_metrics
@@ -25,7 +26,9 @@ from qsocube.core.prepare import prepare
 from qsocube.core.preprocess import model_input
 from qsocube.core.speclite import read_spec_lite
 from qsocube.inference import Encoder, ModelError, check_against_cube
-from qsocube.inference.sources import ALL_MASKED, BAD_NORM, LOW_COVERAGE, OK, UNREADABLE
+
+OK, UNREADABLE, LOW_COVERAGE = Rejection.ok, Rejection.unreadable, Rejection.low_coverage
+ALL_MASKED, BAD_NORM = Rejection.no_valid_pixels, Rejection.bad_normalisation
 
 
 @pytest.fixture(scope="module")
@@ -163,9 +166,10 @@ def test_a_model_of_another_grid_has_its_own_width(tmp_path) -> None:
 def test_to_xarray_names_dims_and_flags(pair, encoder) -> None:
     pytest.importorskip("xarray")
     ds = encoder.encode(*draw(np.random.default_rng(6), pair, 4)).to_xarray()
-    assert ds["latent_mean"].dims == ("spectrum", "latent")
+    assert ds[f"LATENT_MEAN_{pair.latent_size:02d}"].dims == ("spectrum", "latent")
     assert ds.sizes == {"spectrum": 4, "latent": pair.latent_size}
-    assert ds["flag"].attrs["flag_meanings"].split()[0] == "ok"
+    assert ds["FLAG"].attrs["flag_meanings"] == Rejection.flag_meanings()
+    assert ds["FLAG"].attrs["flag_meanings"].split()[0] == "ok"
 
 
 def test_prefetch_hands_on_the_producers_error() -> None:

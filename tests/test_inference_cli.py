@@ -16,11 +16,19 @@ from astropy.io import fits
 from test_inference_fixture import build_pair, calibrated_pair, draw, write_cube, write_spec_lite
 
 from qsocube.cli import main
+from qsocube.core.errors import Rejection
 from qsocube.core.grid import WavelengthGrid
 from qsocube.core.layout import model_group_name
 from qsocube.inference import Encoder
 from qsocube.inference.inputs import discover
-from qsocube.inference.sources import LOW_COVERAGE, OK, UNREADABLE, plan_parts, read_batches
+from qsocube.inference.sources import plan_parts, read_batches
+
+OK, UNREADABLE, LOW_COVERAGE = Rejection.ok, Rejection.unreadable, Rejection.low_coverage
+
+
+def named(pair, quantity: str) -> str:
+    """An output column's name for the pair's latent size, e.g. LATENT_MEAN_06."""
+    return f"{quantity}_{pair.latent_size:02d}"
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_SPECTRA = ROOT.parent / "shared" / "data" / "sdss" / "spectra"
@@ -56,7 +64,7 @@ def test_folder_to_h5_runs_without_torch_and_opens_in_xarray(pair, spectra, tmp_
               f"code = main(['encode', '--model', {str(pair.encoder)!r}, '--out', {str(out)!r},"
               f" {str(spectra)!r}]); "
               "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-              "('torch', 'onnx', 'builder', 'xarray', 'matplotlib')); "
+              "('torch', 'onnx', 'xarray', 'matplotlib') or m.startswith('qsocube.builder')); "
               "print(code, heavy)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=ROOT, timeout=120)
@@ -68,13 +76,13 @@ def test_folder_to_h5_runs_without_torch_and_opens_in_xarray(pair, spectra, tmp_
     xr = pytest.importorskip("xarray")
     with xr.open_dataset(out, engine="h5netcdf") as ds:
         assert ds.sizes == {"spectrum": 5, "latent": pair.latent_size}
-        assert ds["latent_mean"].dims == ("spectrum", "latent")
-        assert ds["flag"].values.tolist() == [OK] * 4 + [UNREADABLE]
+        assert ds[named(pair, "LATENT_MEAN")].dims == ("spectrum", "latent")
+        assert ds["FLAG"].values.tolist() == [OK] * 4 + [UNREADABLE]
         assert ds["FIBERID"].values.tolist() == [1, 2, 3, 4, 5]
-        assert "spec-7002-57001-0005.fits" in str(ds["reason"].values[4])
+        assert "spec-7002-57001-0005.fits" in str(ds["REASON"].values[4])
         assert ds.attrs["encoder_onnx"] == pair.encoder.name and ds.attrs["n_rejected"] == 1
         api = Encoder(pair.encoder).encode_files(sorted(spectra.glob("*.fits")))
-        np.testing.assert_array_equal(ds["latent_mean"].values, api.latent_mean)
+        np.testing.assert_array_equal(ds[named(pair, "LATENT_MEAN")].values, api.latent_mean)
 
 
 def test_fits_and_csv_outputs_hold_the_same_rows(pair, spectra, tmp_path, capsys) -> None:
@@ -82,32 +90,32 @@ def test_fits_and_csv_outputs_hold_the_same_rows(pair, spectra, tmp_path, capsys
     for path in paths.values():
         assert encode(capsys, "--model", pair.encoder, "--out", path, spectra)[0] == 1
     with h5py.File(paths["h5"], "r") as h5:
-        mean, score = h5["latent_mean"][...], h5["anomaly_score"][...]
+        mean, score = h5[named(pair, "LATENT_MEAN")][...], h5[named(pair, "ANOMALY_SCORE")][...]
     with fits.open(paths["fits"]) as hdus:
         table = hdus["ENCODED"].data
-        np.testing.assert_array_equal(table["latent_mean"], mean)
-        assert table["CLASS"][0] == "GALAXY" and table["flag"][4] == UNREADABLE
+        np.testing.assert_array_equal(table[named(pair, "LATENT_MEAN")], mean)
+        assert table["CLASS"][0] == "GALAXY" and table["FLAG"][4] == UNREADABLE
         assert hdus["ENCODED"].header["encoder_onnx"] == pair.encoder.name
     with open(paths["csv"], newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 5 and rows[0]["CLASS"] == "GALAXY" and rows[4]["flag"] == "1"
-    got = np.array([[float(r[f"latent_mean_{i:02d}"]) for i in range(pair.latent_size)]
+    assert len(rows) == 5 and rows[0]["CLASS"] == "GALAXY" and rows[4]["FLAG"] == "1"
+    got = np.array([[float(r[f"{named(pair, 'LATENT_MEAN')}_{i}"]) for i in range(pair.latent_size)]
                     for r in rows], np.float32)
     np.testing.assert_array_equal(got, mean)  # 9 significant digits round-trip float32
-    assert float(rows[1]["anomaly_score"]) == score[1]
+    assert float(rows[1][named(pair, "ANOMALY_SCORE")]) == score[1]
 
 
 def test_cube_and_grid_arrays_as_inputs(pair, tmp_path, capsys) -> None:
     flux, ivar = draw(np.random.default_rng(13), pair, 300)
     cube = write_cube(tmp_path / "qsocube.h5", pair, flux, ivar)
     out = tmp_path / "cube_codes.h5"
-    code, err = encode(capsys, "--model", pair.encoder, "--out", out, "--batch", "128", cube)
+    code, err = encode(capsys, "--model", pair.encoder, "--out", out, "--batch-size", "128", cube)
     assert code == 0 and "none rejected" in err
     with h5py.File(out, "r") as got, h5py.File(cube, "r") as want:
         stored = want[model_group_name(pair.latent_size)]["latent_mean"][...]
-        assert np.max(np.abs(got["latent_mean"][...] - stored)) <= 1e-5
+        assert np.max(np.abs(got[named(pair, "LATENT_MEAN")][...] - stored)) <= 1e-5
         assert got["PLATE"][...].tolist() == want["catalog/PLATE"][...].tolist()
-        assert got["source"].asstr()[7] == f"{cube}[7]"
+        assert got["SOURCE"].asstr()[7] == f"{cube}[7]"
     np.save(tmp_path / "grid.npy", np.stack([flux, ivar]))
     with h5py.File(tmp_path / "grid.h5", "w") as h5:
         h5["flux"], h5["ivar"] = flux, ivar
@@ -115,7 +123,7 @@ def test_cube_and_grid_arrays_as_inputs(pair, tmp_path, capsys) -> None:
         out = tmp_path / f"{name}.out.h5"
         assert encode(capsys, "--model", pair.encoder, "--out", out, tmp_path / name)[0] == 0
         with h5py.File(out, "r") as got:
-            np.testing.assert_allclose(got["latent_mean"][...], stored, atol=1e-5)
+            np.testing.assert_allclose(got[named(pair, "LATENT_MEAN")][...], stored, atol=1e-5)
 
 
 def test_a_corrupt_chunk_flags_its_rows_and_the_run_goes_on(pair, tmp_path, capsys) -> None:
@@ -129,18 +137,18 @@ def test_a_corrupt_chunk_flags_its_rows_and_the_run_goes_on(pair, tmp_path, caps
         handle.seek(info.byte_offset + 1000)
         handle.write(b"\xff" * 64)
     out = tmp_path / "out.h5"
-    code, err = encode(capsys, "--model", pair.encoder, "--out", out, "--batch", "64", path)
-    assert code == 1 and "64 rejected (64 unreadable)" in err
+    code, err = encode(capsys, "--model", pair.encoder, "--out", out, "--batch-size", "64", path)
+    assert code == 1 and "64 rejected (64 unreadable_chunk)" in err
     with h5py.File(out, "r") as got:
-        flag = got["flag"][...]
-        assert flag.tolist() == [OK] * 64 + [UNREADABLE] * 64 + [OK] * 64
-        assert "rows 64-127 unreadable" in got["reason"].asstr()[64]
-        assert np.isfinite(got["latent_mean"][128:]).all()
+        flag = got["FLAG"][...]
+        assert flag.tolist() == [OK] * 64 + [Rejection.unreadable_chunk] * 64 + [OK] * 64
+        assert "rows 64-127 unreadable" in got["REASON"].asstr()[64]
+        assert np.isfinite(got[named(pair, "LATENT_MEAN")][128:]).all()
 
 
 def test_local_processes_give_the_in_process_output(pair, spectra, tmp_path, capsys) -> None:
     np.save(tmp_path / "grid.npy", np.stack(draw(np.random.default_rng(15), pair, 5)))
-    common = ["--model", pair.encoder, "--batch", "2", spectra, tmp_path / "grid.npy"]
+    common = ["--model", pair.encoder, "--batch-size", "2", spectra, tmp_path / "grid.npy"]
     outputs = {}
     for processes in ("1", "2"):
         outputs[processes] = tmp_path / f"codes_{processes}.h5"
@@ -148,13 +156,13 @@ def test_local_processes_give_the_in_process_output(pair, spectra, tmp_path, cap
         assert code == 1  # the broken file
         assert ("reading on 2 local processes" in err) == (processes == "2")
     with h5py.File(outputs["1"]) as one, h5py.File(outputs["2"]) as two:
-        assert set(one) == set(two) and len(one["flag"]) == 10
+        assert set(one) == set(two) and len(one["FLAG"]) == 10
         for name in one:
             np.testing.assert_array_equal(one[name][...], two[name][...], err_msg=name)
     api = Encoder(pair.encoder).encode_files([spectra, tmp_path / "grid.npy"], batch_size=3,
                                              processes=2)
     with h5py.File(outputs["1"]) as one:
-        np.testing.assert_array_equal(api.latent_mean, one["latent_mean"][...])
+        np.testing.assert_array_equal(api.latent_mean, one[named(pair, "LATENT_MEAN")][...])
 
 
 def test_streaming_keeps_memory_to_a_batch(pair, tmp_path) -> None:
@@ -181,7 +189,7 @@ def test_streaming_keeps_memory_to_a_batch(pair, tmp_path) -> None:
     ("out_under_file", "cannot write there"),
     ("out_suffix", "unknown output type"),
     ("out_exists", "exists (pass --overwrite"),
-    ("no_input", "no such file or folder"),
+    ("no_input", "no such file, folder or matching files"),
 ])
 def test_usage_and_model_errors_are_one_line_exit_2(pair, spectra, tmp_path, capsys,
                                                     case, message) -> None:
@@ -226,8 +234,8 @@ def test_all_real_sdss_spectra_are_encoded_or_reported(pair, tmp_path, capsys) -
     out = tmp_path / "real.h5"
     code, err = encode(capsys, "--model", pair.encoder, "--out", out, REAL_SPECTRA)
     with h5py.File(out, "r") as h5:
-        flag, classes = h5["flag"][...], h5["CLASS"].asstr()[...]
-        mean = h5["latent_mean"][...]
+        flag, classes = h5["FLAG"][...], h5["CLASS"].asstr()[...]
+        mean = h5[named(pair, "LATENT_MEAN")][...]
     assert len(flag) == 258 and code == (1 if (flag != OK).any() else 0)
     assert Counter(classes) == {"QSO": 252, "GALAXY": 5, "STAR": 1}
     assert "non-QSO classes: GALAXY 5, STAR 1" in err.strip().splitlines()[-1]

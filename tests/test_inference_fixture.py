@@ -102,7 +102,9 @@ def build_pair(folder: Path, latent: int = 6, grid: WavelengthGrid = DEFAULT_GRI
               "latent_size": str(latent), "lambda": "1.0", "alpha": "0.0",
               "grid": grid.to_json(), "grid_sha256": grid.sha256,
               "normalisation": NORMALISATION, "resampling_method": "rebin",
-              "input_layout": "x = flux / norm, 0 on masked pixels; float32 [batch, n_pix]",
+              "input_layout": json.dumps({"input": "x", "dtype": "float32",
+                                          "shape": ["batch", grid.n_pix],
+                                          "values": "x = flux / norm, 0 on masked pixels"}),
               "cube_sha256": "0" * 64}
     emeta = {**common, "role": "encoder", "partner": dec.name}
     if quantiles is not None:

@@ -1,4 +1,4 @@
-"""qsocube.parallel.ordered_map: order, shared arguments and errors on every path."""
+"""qsocube.core.parallel.ordered_map: order, shared arguments and errors on every path."""
 
 from __future__ import annotations
 

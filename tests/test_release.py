@@ -13,9 +13,9 @@ import h5py
 import numpy as np
 import pytest
 
+from qsocube.core.defaults import LATENT_SIZES  # noqa: E402
 from qsocube.core.validate import validate
 
-LATENT_SIZES = (3, 6, 9, 12, 15)
 TRAINING_MARKER = "call 1"
 
 
@@ -100,7 +100,7 @@ def test_killed_release_resumes_to_the_same_result(smoke_release: Path, tmp_path
 
 
 def test_stage_records_change_with_the_software_version(monkeypatch):
-    from qsocube import release
+    from qsocube import pipeline as release
 
     settings = {"n_quasars": 400, "seed": 1, "n_calls": 2}
     before = (release.simulate_key(settings),

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from qsocube.core import fitsfast
-from qsocube.core.speclite import SpectrumError, _read_astropy, _read_fast, read_spec_lite
+from qsocube.core.errors import InputError
+from qsocube.core.speclite import _read_astropy, _read_fast, read_spec_lite
 
 
 def test_real_files_fast_reader_matches_astropy(real_spectra: Path):
@@ -103,7 +104,7 @@ def test_bad_files_raise_one_line_errors(tmp_path, spec_writer, damage, message)
         path.write_bytes(path.read_bytes()[:9000])
     if damage == "text":
         path.write_text("this is not FITS\n")
-    with pytest.raises(SpectrumError) as info:
+    with pytest.raises(InputError) as info:
         read_spec_lite(path)
     text = str(info.value)
     assert message in text and str(path) in text and "\n" not in text
@@ -116,7 +117,7 @@ def test_missing_column_and_off_grid_loglam(tmp_path):
     table = fits.BinTableHDU.from_columns([fits.Column("flux", "E", array=np.ones(10)),
                                            fits.Column("ivar", "E", array=np.ones(10))])
     fits.HDUList([fits.PrimaryHDU(), table]).writeto(path)
-    with pytest.raises(SpectrumError, match="no 'loglam' column"):
+    with pytest.raises(InputError, match="no 'loglam' column"):
         read_spec_lite(path)
     for loglam, reason in ((3.55 + np.arange(10) * 1.3e-4, "not on the SDSS 1e-4 dex grid"),
                            (3.55 - np.arange(10) * 1e-4, "not increasing")):
@@ -125,5 +126,5 @@ def test_missing_column_and_off_grid_loglam(tmp_path):
             fits.Column("ivar", "E", array=np.ones(10)),
             fits.Column("loglam", "E", array=loglam)])
         fits.HDUList([fits.PrimaryHDU(), table]).writeto(path, overwrite=True)
-        with pytest.raises(SpectrumError, match=reason):
+        with pytest.raises(InputError, match=reason):
             read_spec_lite(path)

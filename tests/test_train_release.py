@@ -40,7 +40,7 @@ def release(tmp_path_factory):
     shutil.copyfile(cube, built)
     messages: list[str] = []
     summary = train_release(cube, folder / "models", folder / ".state", latent_sizes=SIZES,
-                            workers=1, progress=messages.append, **BUDGET)
+                            processes=1, progress=messages.append, **BUDGET)
     return {"folder": folder, "cube": cube, "built": built, "summary": summary,
             "messages": messages}
 
@@ -227,7 +227,7 @@ def test_rerun_skips_finished_sizes_without_touching_the_cube(release):
     before = file_sha256(release["cube"])
     folder = release["folder"]
     summary = train_release(release["cube"], folder / "models", folder / ".state",
-                            latent_sizes=SIZES, workers=1, progress=lambda _: None, **BUDGET)
+                            latent_sizes=SIZES, processes=1, progress=lambda _: None, **BUDGET)
     assert summary["skipped"] == list(SIZES) and summary["models"] == {}
     assert file_sha256(release["cube"]) == before
 
@@ -273,7 +273,7 @@ def test_changed_budget_resumes_the_search_and_rewrites_the_group(release, tmp_p
     built = file_sha256(release["built"])
     messages: list[str] = []
     summary = train_release(folder / "qsocube.h5", folder / "models", folder / ".state",
-                            latent_sizes=(3,), workers=1, progress=messages.append,
+                            latent_sizes=(3,), processes=1, progress=messages.append,
                             **{**BUDGET, "n_calls": 3})
     assert list(summary["models"]) == [3]
     assert [m for m in messages if "objective" in m and "call 3/3" in m]

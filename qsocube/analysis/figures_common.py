@@ -19,13 +19,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from qsocube.core.atomic import atomic_path  # noqa: E402
+from qsocube.core.defaults import LATENT_SIZES  # noqa: E402
 
 CMAP_VALUE = "viridis"
 CMAP_DENSITY = "magma_r"
 CMAP_SIGNED = "RdBu_r"
 CMAP_STRENGTH = "Purples"  # unsigned association strength, 0..1 fixed
 MODEL_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
-SIZES = (3, 6, 9, 12, 15)
+SIZES = LATENT_SIZES  # one colour per release model
 DPI = 90
 FLUX_LABEL = r"flux [$10^{-17}$ erg s$^{-1}$ cm$^{-2}$ $\AA^{-1}$]"
 WAVE_LABEL = r"observed wavelength [$\AA$]"

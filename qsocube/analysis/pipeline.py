@@ -1,6 +1,6 @@
 """The whole analysis of one release: figures, association table, report, catalogue.
 
-Reads only the release (cube through analysis.io, decoders through onnxruntime) and writes
+Reads only the release (cube through qsocube.analysis.io, decoders through onnxruntime) and writes
 only RELEASE/report/ and RELEASE/catalog/, every file atomically, so a rerun after an
 interruption simply rewrites them.
 """

@@ -26,7 +26,7 @@ from typing import Any
 
 MAX_DEFAULT_PROCESSES = 8
 # imported once in the fork server, so each process starts without re-importing them
-PRELOAD = ["numpy", "scipy.sparse", "h5py", "qsocube.preprocess", "qsocube.speclite"]
+PRELOAD = ["numpy", "scipy.sparse", "h5py", "qsocube.core.preprocess", "qsocube.core.speclite"]
 
 
 def available_cores() -> int:

@@ -53,6 +53,9 @@ def _check_variable(group: h5py.Group, name: str, spec: dict, problems: list[str
     for key in ("units", "long_name"):
         if key not in dataset.attrs:
             problems.append(f"{where}: no '{key}' attribute")
+    if "units" in spec and "units" in dataset.attrs and dataset.attrs["units"] != spec["units"]:
+        problems.append(f"{where}: units {dataset.attrs['units']!r}, schema says "
+                        f"{spec['units']!r}")
     for key, value in schema.flag_attributes(spec).items():
         if not np.array_equal(np.asarray(dataset.attrs.get(key, "")), value):
             problems.append(f"{where}: '{key}' differs from the schema's {spec['flags']}")
@@ -318,7 +321,8 @@ def check_encode_output(path: Path) -> list[str]:
             return problems
         size = int(h5.attrs["latent_size"])
         for column in schema.columns("encode_output", [size]):
-            variable = {"dims": list(column.dims), "dtype": column.dtype, **column.spec}
+            variable = {"dims": list(column.dims), "dtype": column.dtype,
+                        "units": column.units, **column.spec}
             _check_variable(h5, column.name, variable, problems)
         flag = next(c.name for c in schema.columns("encode_output", [size]) if c.flags)
         if not problems and h5[flag].size:

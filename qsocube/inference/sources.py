@@ -1,6 +1,6 @@
 """Read the inputs of ``qsocube encode`` in bounded batches of model input.
 
-The inputs are found and classified by ``inference.inputs``. Every spectrum goes through
+The inputs are found and classified by ``qsocube.inference.inputs``. Every spectrum goes through
 qsocube's reader, resampler and normaliser: the builder's path. Batches are planned before
 they are read (``plan_parts``: runs of FITS files, row ranges of array inputs) so that local
 processes or a Dask cluster read the same parts the serial path reads (``read_part``).

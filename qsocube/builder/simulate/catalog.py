@@ -3,7 +3,7 @@
 The catalogue holds what a survey pipeline would *measure* (catalogue redshift, detected
 DLAs with errors, BALnicity where DR16Q searches for BALs, a noisy BAL probability, the
 median S/N of the written spectrum); truth.fits holds the parameters the spectra were
-made from. Missing values are NaN here; builder.dr16q writes them as DR16Q sentinels.
+made from. Missing values are NaN here; qsocube.builder.dr16q writes them as DR16Q sentinels.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training's view of the cube: model inputs, weights, splits and provenance (read-only).
 
-Everything comes through ``qsocube.cube``; nothing here knows how the builder made the cube.
+Everything comes through ``qsocube.core.cube``; nothing here knows how the builder made the cube.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ class _Encoder(nn.Module):
         self.model = model
 
     def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # the graph takes u = asinh(x) (qsocube.preprocess.encoder_input), see input_layout
+        # the graph takes u = asinh(x) (qsocube.core.preprocess.encoder_input), see input_layout
         return self.model.encode_asinh(u)
 
 
@@ -100,7 +100,7 @@ def export_model(model: InfoVAE, models_dir: Path, metadata: dict[str, str],
     out: dict[str, str] = {}
     for role, name, partner, module, example, input_name, outputs, extra in halves:
         proto = onnx.load_from_string(_export_bytes(module, example, input_name, outputs))
-        proto.producer_name, proto.doc_string = "qsocube builder.train", (
+        proto.producer_name, proto.doc_string = "qsocube.builder.train", (
             f"InfoVAE {role}, latent size {latent}; see metadata_props")
         props = {**metadata, **extra, "role": role, "partner": partner,
                  "input_layout": input_layout(role, model.n_pix, latent)}
@@ -124,7 +124,7 @@ def input_layout(role: str, n_pix: int, latent: int) -> str:
         return json.dumps({
             "input": "u", "dtype": "float32", "shape": ["batch", n_pix],
             "values": "u = asinh(x), x = flux / norm on the metadata's grid, 0 where "
-                      "mask != 0 (qsocube.preprocess.model_input, then encoder_input); "
+                      "mask != 0 (qsocube.core.preprocess.model_input, then encoder_input); "
                       "norm = median flux over valid pixels",
             "outputs": {"mu": ["batch", latent], "logvar": ["batch", latent]}})
     return json.dumps({

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import os
 from pathlib import Path
 
 from qsocube.builder.train.calls import chosen_model, train_call, training_tensors
@@ -42,6 +41,7 @@ from qsocube.builder.train.state import (
     remove_call_weights,
     save_state,
 )
+from qsocube.core.atomic import fsync_and_replace
 
 # Re-exported: callers (tests among them) import these from here; the settings live in
 # config.py and one call's training in calls.py.
@@ -181,7 +181,7 @@ class Search:
                     if c["objective"] is not None and c["call"] < n_calls), default=None)
         if record["objective"] is not None and (
                 best is None or (record["objective"], call) < best):
-            os.replace(weights, checkpoint_path(self.state_dir, self.config.latent_size))
+            fsync_and_replace(weights, checkpoint_path(self.state_dir, self.config.latent_size))
         else:
             weights.unlink(missing_ok=True)
         bisect.insort(self.state.calls, record, key=lambda c: c["call"])

@@ -3,7 +3,7 @@
 Copy-on-write: the cube is copied beside itself, the group is written into the copy and
 the copy is renamed over the cube, so an interrupted write-back leaves the previous cube
 and a reader holding the old file keeps reading it. Layout and dtypes come from the
-schema through ``qsocube.cube.write_variable``.
+schema through ``qsocube.core.cube.write_variable``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,176 @@
+"""Compare two releases: equal apart from the fields that name a version or a moment.
+
+    .venv/bin/python -m bench.compare_releases RELEASE_A RELEASE_B
+
+Compares every dataset of the two cubes (values, dtypes, shapes) and every attribute, the
+ONNX graphs (nodes and weights) and their metadata, and the value-added catalogue (FITS
+columns, units, descriptions and data; the CSV byte for byte). Differences in the fields
+listed below are expected (a new product version writes its version, time and commit, and
+the simulated spectra record the version that wrote them, so every checksum of an input
+or of a file holding a version differs too) and are reported separately; any other
+difference makes the exit code 1. Made for the 0.2.0 -> 0.3.0 restructuring (issue #10):
+the second release may have datasets the first lacks (``NEW_DATASETS``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+# Attributes that carry a version, a time, a commit, or the checksum of something that does.
+EXPECTED_ATTRS = {
+    "/": {"product_version", "schema_version", "software_version", "git_commit", "created",
+          "history", "inputs_sha256"},
+    "models": {"trained_on_cube_sha256", "encoder_sha256", "decoder_sha256", "train_config"},
+}
+# Datasets whose values are checksums of the input files (the simulator writes its version
+# into each spectrum's header, QCVERS).
+EXPECTED_DATASETS = {"/source_sha256"}
+NEW_DATASETS = {"/rejected/reason_code"}
+EXPECTED_ONNX_METADATA = {"product_version", "schema_version", "cube_sha256", "train_config",
+                          # its text names the preprocessing functions by module path,
+                          # which moved (qsocube.preprocess -> qsocube.core.preprocess)
+                          "input_layout"}
+EXPECTED_VAC_HEADER = {"PRODVER", "SCHEMAV", "CUBESHA"}
+
+
+def _equal(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.kind == "f":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a, b))
+
+
+def _attr(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def compare_cubes(a: Path, b: Path) -> tuple[list[str], list[str]]:
+    """(unexpected differences, expected ones) between two cubes."""
+    bad: list[str] = []
+    expected: list[str] = []
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        names_a: dict[str, object] = {}
+        names_b: dict[str, object] = {}
+        fa.visititems(lambda n, o: names_a.__setitem__("/" + n, o))
+        fb.visititems(lambda n, o: names_b.__setitem__("/" + n, o))
+        for name in sorted(set(names_a) | set(names_b)):
+            if name not in names_b:
+                bad.append(f"cube {name}: only in the first release")
+                continue
+            if name not in names_a:
+                (expected if name in NEW_DATASETS else bad).append(
+                    f"cube {name}: only in the second release")
+                continue
+            oa, ob = names_a[name], names_b[name]
+            if isinstance(oa, h5py.Dataset):
+                va, vb = oa[...], ob[...]
+                if va.dtype.kind == "O" or h5py.check_string_dtype(oa.dtype):
+                    va, vb = oa.asstr()[...] if oa.size else va, ob.asstr()[...] if ob.size else vb
+                    same = va.shape == vb.shape and bool(np.all(va == vb))
+                else:
+                    same = _equal(va, vb)
+                if not same:
+                    (expected if name in EXPECTED_DATASETS else bad).append(
+                        f"cube {name}: values differ")
+            group = "models" if name.startswith("/models/latent_") and name.count("/") == 2 \
+                else name
+            _compare_attrs(f"cube {name}", oa.attrs, ob.attrs,
+                           EXPECTED_ATTRS.get(group, set()), bad, expected)
+        _compare_attrs("cube /", fa.attrs, fb.attrs, EXPECTED_ATTRS["/"], bad, expected)
+    return bad, expected
+
+
+def _compare_attrs(where: str, a, b, allowed: set[str], bad: list[str], expected: list[str]
+                   ) -> None:
+    for key in sorted(set(a) | set(b)):
+        if key in ("DIMENSION_LIST", "REFERENCE_LIST"):  # object references, file-specific
+            continue
+        va = _attr(a[key]) if key in a else None
+        vb = _attr(b[key]) if key in b else None
+        if va != vb:
+            (expected if key in allowed else bad).append(f"{where} attribute {key} differs")
+
+
+def compare_onnx(a: Path, b: Path) -> tuple[list[str], list[str]]:
+    import onnx
+
+    bad: list[str] = []
+    expected: list[str] = []
+    files = sorted(p.name for p in a.glob("*.onnx"))
+    if files != sorted(p.name for p in b.glob("*.onnx")):
+        return [f"models: different files {files}"], expected
+    for name in files:
+        ma, mb = onnx.load(str(a / name)), onnx.load(str(b / name))
+        if ma.graph.SerializeToString() != mb.graph.SerializeToString():
+            bad.append(f"models/{name}: graph (nodes or weights) differs")
+        meta_a = {p.key: p.value for p in ma.metadata_props}
+        meta_b = {p.key: p.value for p in mb.metadata_props}
+        for key in sorted(set(meta_a) | set(meta_b)):
+            if meta_a.get(key) != meta_b.get(key):
+                (expected if key in EXPECTED_ONNX_METADATA else bad).append(
+                    f"models/{name}: metadata {key} differs")
+    return bad, expected
+
+
+def compare_vac(a: Path, b: Path) -> tuple[list[str], list[str]]:
+    from astropy.io import fits
+
+    bad: list[str] = []
+    expected: list[str] = []
+    with fits.open(a / "qsocube_vac.fits") as ha, fits.open(b / "qsocube_vac.fits") as hb:
+        ta, tb = ha["QSOCUBE_VAC"], hb["QSOCUBE_VAC"]
+        if ta.columns.names != tb.columns.names:
+            bad.append("VAC: column names differ")
+        for ca, cb in zip(ta.columns, tb.columns, strict=False):
+            if (ca.format, ca.unit, ca.null) != (cb.format, cb.unit, cb.null):
+                bad.append(f"VAC {ca.name}: format, unit or TNULL differs")
+            if not _equal(np.asarray(ta.data[ca.name]), np.asarray(tb.data[cb.name])):
+                bad.append(f"VAC {ca.name}: values differ")
+        for key in sorted(set(ta.header) | set(tb.header)):
+            if ta.header.get(key) != tb.header.get(key):
+                (expected if key in EXPECTED_VAC_HEADER else bad).append(
+                    f"VAC header {key} differs")
+    if (a / "qsocube_vac.csv").read_bytes() != (b / "qsocube_vac.csv").read_bytes():
+        bad.append("VAC CSV differs")
+    return bad, expected
+
+
+def compare(a: Path, b: Path) -> tuple[list[str], list[str]]:
+    bad, expected = compare_cubes(a / "qsocube.h5", b / "qsocube.h5")
+    for part in (compare_onnx(a / "models", b / "models"),
+                 compare_vac(a / "catalog", b / "catalog")):
+        bad += part[0]
+        expected += part[1]
+    return bad, expected
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.compare_releases")
+    parser.add_argument("first", type=Path)
+    parser.add_argument("second", type=Path)
+    args = parser.parse_args()
+    bad, expected = compare(args.first, args.second)
+    print(f"expected differences (versions, times, commits and checksums of them): "
+          f"{len(expected)}")
+    for line in sorted(set(expected)):
+        print(f"  {line}")
+    print(f"unexpected differences: {len(bad)}")
+    for line in bad:
+        print(f"  {line}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
