@@ -31,6 +31,7 @@ def load_schema() -> dict[str, Any]:
 
 
 def schema_version() -> str:
+    """The cube schema's version (MAJOR.MINOR.PATCH), written into every product."""
     return load_schema()["schema_version"]
 
 

@@ -33,6 +33,9 @@ class Broken(Exception):
 
 @dataclass
 class Table:
+    """One binary-table HDU: its header, its raw rows (a memoryview of the file's bytes) and
+    its column layout; ``column(name)`` gives one column as a native-endian numpy array."""
+
     header: Header
     raw: memoryview
     columns: dict[str, tuple[int, str, int]]  # lower-case name -> (byte offset, dtype, repeat)

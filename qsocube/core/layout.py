@@ -40,6 +40,7 @@ SURVEY_RECORD = "SURVEY.json"
 
 
 def model_stem(latent_size: int) -> str:
+    """The common stem of a model's two ONNX files, ``infovae_latentNN``."""
     return f"infovae_latent{latent_size:02d}"
 
 

@@ -30,6 +30,7 @@ PRELOAD = ["numpy", "scipy.sparse", "h5py", "qsocube.core.preprocess", "qsocube.
 
 
 def available_cores() -> int:
+    """Cores this process may run on (taskset/cgroup affinity), else the machine's count."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

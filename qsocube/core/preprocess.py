@@ -108,6 +108,7 @@ def _transpose(rows: np.ndarray, block: int = 512) -> np.ndarray:
 
 
 def frame_columns(frame: FrameBatch, lo: int, hi: int) -> FrameBatch:
+    """Spectra ``lo:hi`` of a frame batch (views, no copy)."""
     return FrameBatch(frame.flux[:, lo:hi], frame.ivar[:, lo:hi], frame.present[:, lo:hi])
 
 

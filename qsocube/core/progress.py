@@ -7,6 +7,7 @@ import time
 
 
 def say(message: str) -> None:
+    """One progress line on stderr, flushed."""
     print(message, file=sys.stderr, flush=True)
 
 
