@@ -68,7 +68,7 @@ def _models_section(release: Release, figs: list[FigureInfo]) -> str:
         rows.append([size, float(model.attrs.get("lambda", np.nan)),
                      float(model.attrs.get("alpha", np.nan)),
                      float(model.attrs.get("objective", np.nan)), calls, best, epochs,
-                     Html(f"<a href='../models/{esc(decoder)}'>{esc(decoder)}</a>")])
+                     Html(f"<a href='../{layout.MODELS_DIR}/{esc(decoder)}'>{esc(decoder)}</a>")])
     return (table(["latent size", "chosen &lambda;", "&alpha;", "objective", "search calls",
                    "best objective", "epochs", "decoder"], rows, left=0)
             + "".join(figure(f) for f in figs))
@@ -147,8 +147,9 @@ def run_analysis(release_dir: Path, corner_model: int = 9, quick: bool = False,
             ("catalog", "Catalogue corner plot",
              figure(cat_fig) if cat_fig else "<p class='note'>Too few columns.</p>"),
             ("vac", "Value-added catalogue",
-             f"<p><a href='../catalog/{VAC_FITS}'>{VAC_FITS}</a> (FITS binary table) and "
-             f"<a href='../catalog/{VAC_CSV}'>{VAC_CSV}</a>: one row per spectrum.</p>"
+             f"<p><a href='../{layout.CATALOG_DIR}/{VAC_FITS}'>{VAC_FITS}</a> (FITS binary "
+             f"table) and <a href='../{layout.CATALOG_DIR}/{VAC_CSV}'>{VAC_CSV}</a>: one "
+             "row per spectrum.</p>"
              + table(["column", "FITS format", "unit", "description"],
                      [[c.name, c.tform, c.unit, c.description]
                       for c in vac_cols], left=4)),
