@@ -55,7 +55,9 @@ def build_models(folder: Path, n_pix: int, latent: int = LATENT):
                 "latent_size": str(latent), "lambda": "1", "alpha": "0",
                 "grid": DEFAULT_GRID.to_json(), "grid_sha256": DEFAULT_GRID.sha256,
                 "normalisation": NORMALISATION, "resampling_method": "rebin",
-                "cube_sha256": "0" * 64}
+                "cube_sha256": "0" * 64, "objective": "nan",
+                "objective_definition": "none: a benchmark model with random weights",
+                "train_config": "{}"}
     quantiles = json.dumps(np.linspace(0.0, 1.0, 1001).tolist())
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
