@@ -97,7 +97,7 @@ class SpecLiteWriter:
         h["THING_ID"] = (int(meta["THING_ID"]), "Unique object identifier")
         h["FIBERID"] = (int(meta["FIBERID"]), "Fiber number (1-1000)")
         h["NEXP"] = (int(meta["NEXP"]), "Number of individual exposures")
-        h["SIMULATD"] = (True, "qsocube simulated spectrum (qsocube.builder.simulate)")
+        h["SIMULATD"] = (True, "simulated by qsocube.builder.simulate")
         h["QCVERS"] = (str(meta["VERSION"]), "qsocube version that wrote this file")
         return _header_bytes(h)
 
