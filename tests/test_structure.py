@@ -9,6 +9,7 @@ re-implements them.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -91,9 +92,13 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path) -> None:
     assert target.read_text() == "first" and sorted(target.parent.iterdir()) == [target]
     atomic.write_bytes_atomic(target, b"second")
     assert target.read_bytes() == b"second"
-    stale = atomic.temporary_beside(tmp_path / "other.fits")
-    stale.write_bytes(b"x")
-    assert atomic.remove_stale_partials(tmp_path) == [stale] and not stale.exists()
+    ours = atomic.temporary_beside(tmp_path / "other.fits")  # this (live) process's
+    dead = ours.with_name(ours.name.replace(f"-{os.getpid()}.", f"-{2**22 + 7}."))
+    foreign = tmp_path / ".someone-elses.partial"
+    for path in (ours, dead, foreign):
+        path.write_bytes(b"x")
+    assert atomic.remove_stale_partials(tmp_path) == [dead] and not dead.exists()
+    assert ours.exists() and foreign.exists()
 
 
 def test_every_writer_goes_through_the_atomic_module(tmp_path, monkeypatch) -> None:

@@ -7,13 +7,14 @@ Z, PLATESN2, SN_MEDIAN_ALL, ...) and the DR16Q-only columns are NaN.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from qsocube.builder.dr16q import Catalog, read_catalog
 from qsocube.core.cube import load_schema
+from qsocube.core.errors import CatalogError
 from qsocube.core.speclite import spec_id
 
 HDU2_SOURCES = {"RA": "PLUG_RA", "DEC": "PLUG_DEC", "Z": "Z", "MJD": "MJD", "PLATE": "PLATE",
@@ -27,8 +28,13 @@ def catalog_variables() -> dict[str, dict]:
 
 @dataclass
 class CatalogIndex:
+    """The catalogue's rows by PLATE-MJD-FIBERID. A key on several rows is resolved
+    openly: the first row is used and the others are counted in ``duplicates`` (the
+    build reports them and lists them in /rejected as one ``duplicate`` row)."""
+
     catalog: Catalog
     index: dict[str, int]
+    duplicates: list[str] = field(default_factory=list)  # keys of the rows left out
 
     @property
     def path(self) -> Path:
@@ -37,9 +43,23 @@ class CatalogIndex:
     @classmethod
     def load(cls, path: Path) -> CatalogIndex:
         catalog = read_catalog(path)
-        keys = [spec_id(p, m, f) for p, m, f in zip(catalog.plate, catalog.mjd, catalog.fiberid,
-                                                     strict=True)]
-        return cls(catalog, {key: row for row, key in enumerate(keys)})
+        index: dict[str, int] = {}
+        duplicates: list[str] = []
+        for row, ids in enumerate(zip(catalog.plate, catalog.mjd, catalog.fiberid,
+                                      strict=True)):
+            try:
+                key = spec_id(*ids)
+            except (ValueError, OverflowError):
+                raise CatalogError(f"{path}: row {row} has an identifier that is not a "
+                                   f"number ({ids})") from None
+            if index.setdefault(key, row) != row:
+                duplicates.append(key)
+        return cls(catalog, index, duplicates)
+
+    def duplicates_text(self) -> str:
+        return (f"{len(self.duplicates)} catalogue rows repeat a PLATE-MJD-FIBERID of an "
+                f"earlier row and were not used; the first row of each is (e.g. "
+                f"{', '.join(self.duplicates[:3])})")
 
     def snr_by_key(self) -> dict[str, float]:
         """SN_MEDIAN_ALL by PLATE-MJD-FIBERID: all a partition needs of the catalogue."""

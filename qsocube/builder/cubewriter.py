@@ -14,7 +14,7 @@ import numpy as np
 from qsocube import PRODUCT_VERSION, __version__
 from qsocube.builder.catalog_join import catalog_columns
 from qsocube.builder.partition import Partition, Record, Rejected
-from qsocube.core.atomic import fsync_and_replace, temporary_beside
+from qsocube.core.atomic import publish, temporary_beside
 from qsocube.core.cube import (
     file_sha256,
     load_schema,
@@ -41,12 +41,18 @@ def git_commit() -> str:
 
 
 class CubeWriter:
-    """Context manager: ``append`` accepted rows, ``finish`` the metadata, rename on exit."""
+    """Context manager: ``append`` accepted rows, ``finish`` the metadata, publish on exit.
 
-    def __init__(self, target: Path, grid: WavelengthGrid) -> None:
-        self.target, self.grid = Path(target), grid
+    The caller holds the output's lock (``atomic.exclusive``); on exit the finished file is
+    put in place by ``atomic.publish``, which without ``overwrite`` never replaces a file
+    that appeared under the target name meanwhile.
+    """
+
+    def __init__(self, target: Path, grid: WavelengthGrid, overwrite: bool = True) -> None:
+        self.target, self.grid, self.overwrite = Path(target), grid, overwrite
         self.tmp = temporary_beside(self.target)
         self.count = 0
+        self.messages: list[str] = []
         self.records: list[Record] = []
         self.norm: list[np.ndarray] = []
         self.covered: list[np.ndarray] = []
@@ -100,6 +106,7 @@ class CubeWriter:
         write_variable(f, "norm", _concat(self.norm))
         write_variable(f, "covered_fraction", _concat(self.covered))
         write_variable(f, "split", split_of(ids))
+        write_variable(f, "masked_values", np.array([r.masked for r in self.records], np.int32))
         group = f.create_group("catalog")
         columns, extra = catalog_columns(self.records, catalog)
         for name, values in columns.items():
@@ -110,7 +117,7 @@ class CubeWriter:
         write_variable(group, "reason", [r.reason for r in rejected])
         write_variable(group, "reason_code", np.array([int(r.code) for r in rejected], np.uint8))
         if truth_path is not None:
-            _write_truth(f.create_group("truth"), truth_path, ids)
+            self.messages += _write_truth(f.create_group("truth"), truth_path, ids)
         input_lines = sorted(f"{r.name} {r.sha256}" for r in self.records)
         for extra_input in (catalog_path, truth_path):
             if extra_input is not None:
@@ -134,35 +141,79 @@ class CubeWriter:
         return inputs_sha
 
     def __exit__(self, kind, value, traceback) -> None:
-        self.file.close()
-        if kind is None:
-            fsync_and_replace(self.tmp, self.target)
-        elif self.tmp.exists():
-            self.tmp.unlink()
+        try:
+            self.file.close()
+            if kind is None:
+                publish(self.tmp, self.target, self.overwrite)
+        finally:
+            if self.tmp.exists():
+                self.tmp.unlink()
 
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
-def _write_truth(group: h5py.Group, truth_path: Path, ids: list[str]) -> None:
-    """The simulator's truth table, joined to the cube's rows on PLATE-MJD-FIBERID."""
+def _write_truth(group: h5py.Group, truth_path: Path, ids: list[str]) -> list[str]:
+    """The simulator's truth table, joined to the cube's rows on PLATE-MJD-FIBERID.
+
+    Column names are the table's, but only as data: each is stored under
+    ``safe_name`` with the name itself in ``original_name``. Rows without a truth row get
+    NaN (-1 for integers, "" for text) and are counted (``n_missing``); returns the
+    messages to print.
+    """
     from astropy.table import Table
 
+    from qsocube.core.errors import CatalogError
     from qsocube.core.speclite import spec_id
 
-    table = Table.read(truth_path, hdu=1)
-    keys = {spec_id(p, m, f): row for row, (p, m, f) in
-            enumerate(zip(table["PLATE"], table["MJD"], table["FIBERID"], strict=True))}
-    rows = np.array([keys.get(i, -1) for i in ids])
-    if (rows < 0).any():
-        raise ValueError(f"{truth_path}: no truth row for {ids[int(np.argmax(rows < 0))]}")
+    try:
+        table = Table.read(truth_path, hdu=1)
+        keys = {spec_id(p, m, f): row for row, (p, m, f) in
+                enumerate(zip(table["PLATE"], table["MJD"], table["FIBERID"], strict=True))}
+    except Exception as exc:  # astropy raises many types for a file it cannot read
+        raise CatalogError(f"{truth_path}: not a usable truth table ({type(exc).__name__}: "
+                           f"{' '.join(str(exc).split())[:150]})") from None
+    rows = np.array([keys.get(i, -1) for i in ids], dtype=np.int64)
+    missing = rows < 0
+    messages = []
+    if missing.any():
+        example = ", ".join(i for i, m in zip(ids, missing, strict=True) if m)
+        messages.append(f"{truth_path}: no truth row for {int(missing.sum())} of {len(ids)} "
+                        f"spectra (e.g. {example[:60]}); their /truth values are NaN")
     group.attrs["source_file"] = truth_path.name
+    group.attrs["n_missing"] = int(missing.sum())
     for name in table.colnames:
-        values = np.asarray(table[name])[rows]
+        values = np.asarray(table[name])
+        values = values[np.where(missing, 0, rows)] if len(values) else values
         if values.dtype.kind == "S":
             values = values.astype(str)
+        if missing.any() and len(values):
+            values = _blank(values, missing)
+        elif not len(values):
+            values = _blank(np.zeros((len(ids),) + values.shape[1:], values.dtype),
+                            np.ones(len(ids), bool))
         unit = str(table[name].unit) if table[name].unit is not None else "1"
         write_open_variable(group, name, values, units=unit,
                             long_name=table[name].description or name)
     group.attrs["columns"] = json.dumps(table.colnames)
+    return messages
+
+
+def _blank(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values`` with ``rows`` set to "no value": NaN, -1, or an empty string."""
+    if values.dtype.kind in "US":
+        values = values.astype(object)
+        values[rows] = ""
+        return values
+    if values.dtype.kind in "iu":
+        values = values.astype(np.int64)
+        values[rows] = -1
+        return values
+    if values.dtype.kind == "b":
+        values = values.astype(np.int8)
+        values[rows] = -1
+        return values
+    values = values.astype(np.float64)
+    values[rows] = np.nan
+    return values

@@ -6,14 +6,15 @@ same code; the writer merges partitions in order and catches duplicates across t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from qsocube.core.cube import file_sha256
 from qsocube.core.errors import InputError, Rejection
+from qsocube.core.inputs import printable
 from qsocube.core.prepare import Prepared, Verdict, prepare, usability
 from qsocube.core.speclite import SpecLite, read_spec_lite
 
@@ -29,6 +30,7 @@ class Record:
     spec_id: str
     meta: dict
     sha256: str
+    masked: int = 0  # pixels with data masked by the value rule (qsocube.core.values)
 
 
 @dataclass(frozen=True)
@@ -66,32 +68,69 @@ def _selection(spectrum: SpecLite, catalog_snr: Mapping[str, float] | None, min_
 
 def process_partition(paths: Sequence[Path], catalog_snr: Mapping[str, float] | None,
                       config) -> Partition:
-    """Read, select and resample ``paths``; every file ends up accepted or rejected."""
+    """Read, select and resample ``paths``; every file ends up accepted or rejected.
+
+    Each file passes one boundary (``read_spec_lite``): whatever goes wrong with it
+    becomes its rejection, with a code. Resampling is one call for the partition; should
+    it fail, each spectrum is resampled alone, so only the one that fails is rejected.
+    """
     result = Partition()
     kept: list[SpecLite] = []
     for path in paths:
         try:
             spectrum = read_spec_lite(path)
         except InputError as exc:
-            result.rejected.append(Rejected(Path(path).name, exc.reason, exc.detail))
+            result.rejected.append(Rejected(printable(Path(path).name), exc.reason,
+                                            printable(exc.detail)))
             result.messages.append(f"rejected {exc}")
             continue
         verdict = _selection(spectrum, catalog_snr, config.min_snr)
         if not verdict.ok:
-            result.rejected.append(Rejected(Path(path).name, verdict.code, verdict.reason))
+            result.rejected.append(Rejected(printable(Path(path).name), verdict.code,
+                                            verdict.reason))
             if verdict.code not in QUIET:
                 result.messages.append(f"rejected {path}: {verdict.reason}")
             continue
+        if spectrum.masked:
+            result.messages.append(f"{path}: masked {spectrum.masked} pixels with non-finite "
+                                   "or absurd values")
         kept.append(spectrum)
     if not kept:
         return result
-    prepared = prepare(kept, config.grid, config.method)
+    prepared, kept = _prepare_each(kept, config, result)
+    if not kept:
+        return result
     verdicts = usability(prepared, config.min_covered_fraction, config.coverage == "full")
     for spectrum, verdict in zip(kept, verdicts, strict=True):
         if verdict.ok:
-            result.records.append(Record(spectrum.path.name, spectrum.spec_id, spectrum.meta,
-                                         file_sha256(spectrum.path)))
+            result.records.append(Record(printable(spectrum.path.name), spectrum.spec_id,
+                                         spectrum.meta, spectrum.sha256, spectrum.masked))
         else:
-            result.rejected.append(Rejected(spectrum.path.name, verdict.code, verdict.reason))
+            result.rejected.append(Rejected(printable(spectrum.path.name), verdict.code,
+                                            verdict.reason))
+            result.messages.append(f"rejected {spectrum.path}: {verdict.reason}")
     result.prepared = prepared.rows(np.array([v.ok for v in verdicts]))
     return result
+
+
+def _prepare_each(kept: list[SpecLite], config, result: Partition
+                  ) -> tuple[Prepared | None, list[SpecLite]]:
+    """``prepare`` of the partition, or of each spectrum alone if the batch fails."""
+    try:
+        return prepare(kept, config.grid, config.method), kept
+    except Exception:  # find the spectrum that fails; the others go on
+        pass
+    parts, good = [], []
+    for spectrum in kept:
+        try:
+            parts.append(prepare([spectrum], config.grid, config.method))
+            good.append(spectrum)
+        except Exception as exc:  # this input's failure rejects this input only
+            detail = f"could not be resampled ({type(exc).__name__}: {exc})"[:200]
+            result.rejected.append(Rejected(printable(spectrum.path.name),
+                                            Rejection.unreadable, printable(detail)))
+            result.messages.append(f"rejected {spectrum.path}: {detail}")
+    if not good:
+        return None, []
+    return Prepared(*(np.concatenate([getattr(p, f.name) for p in parts])
+                      for f in dataclasses.fields(Prepared))), good

@@ -77,6 +77,8 @@ def write_variable(group: h5py.Group, name: str, data: Any, spec: dict[str, Any]
         if spec.get("chunked") or maxshape is not None:
             rows = SPECTRUM_CHUNK if maxshape is not None else min(SPECTRUM_CHUNK, values.shape[0])
             options["chunks"] = (max(rows, 1),) + values.shape[1:]
+    if not is_safe_name(name):
+        raise ValueError(f"{group.name}: {name!r} is not a plain variable name (see safe_name)")
     if name in group:
         del group[name]
     dataset = group.create_dataset(name, data=values, dtype=dtype, maxshape=maxshape, **options)
@@ -98,9 +100,38 @@ def write_variable(group: h5py.Group, name: str, data: Any, spec: dict[str, Any]
     return dataset
 
 
+_SAFE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def is_safe_name(name: str) -> bool:
+    """A name that is data, never a path: letters, digits and underscores, not starting
+    with a digit, at most 63 characters (so no '/', '.', '..', spaces or empty names)."""
+    return bool(_SAFE.match(name))
+
+
+def safe_name(name: object, taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """An external name (a FITS column's) as a variable name (``is_safe_name``), distinct
+    from ``taken``: every other character becomes '_', a leading digit gets a '_' before
+    it, and a clash gets a suffix _2, _3, ... Plain names such as ``Z`` stay as they are."""
+    text = re.sub(r"[^A-Za-z0-9_]", "_", str(name))[:60] or "_"
+    if text[0].isdigit():
+        text = f"_{text}"[:60]
+    candidate, count = text, 1
+    while candidate in taken:
+        count += 1
+        candidate = f"{text}_{count}"
+    return candidate
+
+
 def write_open_variable(group: h5py.Group, name: str, data: Any, units: str = "1",
                         long_name: str = "") -> h5py.Dataset:
-    """A variable of an open group (such as /truth): dims from the group's schema."""
+    """A variable of an open group (such as /truth): dims from the group's schema.
+
+    ``name`` may come from outside (a FITS column): it is stored under ``safe_name(name)``,
+    never used as an HDF5 path, and kept as the variable's ``original_name`` attribute.
+    """
+    original = str(name)
+    name = safe_name(original, set(group))
     values = np.asarray(data)
     kind = "str" if values.dtype.kind in "USO" else str(values.dtype)
     dims = list(schema_group(group.name)["open_variables"]["dims"])
@@ -108,8 +139,8 @@ def write_open_variable(group: h5py.Group, name: str, data: Any, units: str = "1
     for extra, size in zip(dims[1:], values.shape[1:], strict=True):
         if extra not in group:
             group.create_dataset(extra, data=np.arange(size)).make_scale(extra)
-    spec = {"dims": dims, "dtype": kind, "units": units, "long_name": long_name or name}
-    return write_variable(group, name, values, spec)
+    spec = {"dims": dims, "dtype": kind, "units": units, "long_name": long_name or original}
+    return write_variable(group, name, values, spec, attrs={"original_name": original})
 
 
 def split_of(spec_ids: np.ndarray | list[str]) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -219,11 +220,20 @@ def _layout(forms: tuple[str, ...], names: tuple[str | None, ...], scaled: tuple
     return columns, offset
 
 
-def read_tables(path: Path, wanted: int) -> list[Table]:
-    """HDUs 1..wanted of a FITS file as tables (fewer if the file has fewer HDUs)."""
-    raw = path.read_bytes()
+def decompress(raw: bytes) -> bytes:
+    """The bytes of a gzip file's content; Broken if it is truncated or not gzip."""
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise Broken(f"not a readable gzip file ({exc or type(exc).__name__})") from None
+
+
+def read_tables(path: Path, wanted: int, raw: bytes | None = None) -> list[Table]:
+    """HDUs 1..wanted of a FITS file as tables (fewer if the file has fewer HDUs); ``raw``
+    is the file's bytes when the caller has read them already."""
+    raw = path.read_bytes() if raw is None else raw
     if path.suffix == ".gz":
-        raw = gzip.decompress(raw)
+        raw = decompress(raw)
     if not raw.startswith(b"SIMPLE  ="):
         raise Broken("not a FITS file")
     end, position = _header_end(raw, 0)

@@ -7,7 +7,12 @@ matched case-insensitively (some files have upper-case names). Pixels whose
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
+import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +22,7 @@ import numpy as np
 from qsocube.core import fitsfast
 from qsocube.core.errors import InputError, Rejection
 from qsocube.core.grid import SDSS_DLOGLAM
+from qsocube.core.values import screen
 
 SPEC_NAME = re.compile(r"^spec-(\d{4,})-(\d{5})-(\d{4})\.fits(\.gz)?$")
 META_COLUMNS = ("PLATE", "MJD", "FIBERID", "PLUG_RA", "PLUG_DEC", "Z", "CLASS", "ZWARNING",
@@ -40,7 +46,8 @@ class SpecLite:
     log10(wavelength / Angstrom) = (start + k) * 1e-4); ``flux`` (n_pixels,) float32 in
     1e-17 erg s-1 cm-2 Angstrom-1; ``ivar`` (n_pixels,) float32, the inverse variance of
     flux, 0 on bad pixels; ``meta`` the HDU 2 identifiers and survey metadata (PLATE, MJD,
-    FIBERID always present).
+    FIBERID always present, integers); ``sha256`` the file's checksum (of the bytes read);
+    ``masked`` the pixels with data that the value rule (``qsocube.core.values``) masked.
     """
 
     path: Path
@@ -48,6 +55,8 @@ class SpecLite:
     flux: np.ndarray
     ivar: np.ndarray
     meta: dict[str, object] = field(default_factory=dict)
+    sha256: str = ""
+    masked: int = 0
 
     @property
     def spec_id(self) -> str:
@@ -67,42 +76,105 @@ def _column(table: np.ndarray, name: str) -> np.ndarray | None:
     return None
 
 
+_NOT_REGULAR = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                (stat.S_ISSOCK, "a socket"))
+
+
+def _kind(mode: int) -> str:
+    return next((text for test, text in _NOT_REGULAR if test(mode)), "not a regular file")
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of ``path`` if it is a regular file (after symbolic links); otherwise
+    ``InputError`` with ``not_a_regular_file`` (a folder, FIFO, device, socket, or a link
+    that is dangling or loops) or ``unreadable``. Anything but a regular file is never
+    opened for reading, so a FIFO cannot block the run."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise InputError(path, Rejection.not_a_regular_file,
+                             "a symbolic link to nothing (dangling)") from None
+        raise InputError(path, Rejection.unreadable, "no longer exists") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(path, Rejection.not_a_regular_file,
+                             "a symbolic link that loops") from None
+        raise InputError(path, Rejection.unreadable, f"cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(path, Rejection.not_a_regular_file, f"{_kind(info.st_mode)}, not a "
+                         "spectrum file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InputError(path, Rejection.unreadable, f"cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):  # replaced since the check above
+            raise InputError(path, Rejection.not_a_regular_file,
+                             f"{_kind(mode)}, not a spectrum file")
+        try:
+            return handle.read()
+        except OSError as exc:
+            raise InputError(path, Rejection.unreadable,
+                             f"cannot be read ({exc.strerror})") from None
+
+
 def read_spec_lite(path: str | Path, and_mask_bits: int = DEFAULT_AND_MASK_BITS) -> SpecLite:
     """Read one spec-lite file; raise ``InputError`` (a ``Rejection`` code and one line) if
-    it is unusable. Pixels whose and_mask has one of ``and_mask_bits`` get ivar = 0."""
+    it is unusable. Pixels whose and_mask has one of ``and_mask_bits`` get ivar = 0, and
+    non-finite or absurd values are masked and counted (``qsocube.core.values``).
+
+    This is the boundary of one input: whatever goes wrong while reading it becomes an
+    ``InputError``; only interrupts (and other BaseExceptions) pass through.
+    """
     path = Path(path)
     try:
-        coadd, meta_row = _read_fast(path)
+        return _read_spec_lite(path, and_mask_bits)
+    except InputError:
+        raise
+    except Exception as exc:  # one input's failure, whatever it is, rejects that input
+        raise InputError(path, Rejection.unreadable,
+                         f"cannot be read ({type(exc).__name__}: {_short(exc)})") from None
+
+
+def _read_spec_lite(path: Path, and_mask_bits: int) -> SpecLite:
+    raw = read_regular_file(path)
+    sha256 = hashlib.sha256(raw).hexdigest()
+    try:
+        coadd, meta_row = _read_fast(path, raw)
     except fitsfast.Broken as exc:
         raise InputError(path, Rejection.unreadable, f"not a readable FITS file ({exc})") from None
     except (fitsfast.Unsupported, KeyError, ValueError):
-        coadd, meta_row = _read_astropy(path)
+        coadd, meta_row = _read_astropy(path, raw)
     flux, loglam, ivar = coadd["flux"], coadd["loglam"], coadd["ivar"]
     if len(flux) < 2:
         raise InputError(path, Rejection.missing_data, "fewer than 2 pixels")
     start = _frame_start(path, loglam)
-    bad_flux = ~np.isfinite(flux) & (ivar != 0)
-    if bad_flux.any():
-        raise InputError(path, Rejection.non_finite_values,
-                         f"{int(bad_flux.sum())} pixels of flux are NaN or inf")
-    if not np.isfinite(ivar).all() or (ivar < 0).any():
-        code = Rejection.bad_values if np.isfinite(ivar).all() else Rejection.non_finite_values
-        raise InputError(path, code, "ivar has negative, NaN or inf values")
+    if (ivar < 0).any():
+        raise InputError(path, Rejection.bad_values,
+                         f"ivar has {int((ivar < 0).sum())} negative values")
     if coadd.get("and_mask") is not None:
         ivar = np.where((coadd["and_mask"].astype(np.int64) & and_mask_bits) != 0, 0, ivar)
+    flux, ivar, masked = screen(flux, ivar)
     if not (ivar > 0).any():
+        if masked:
+            raise InputError(path, Rejection.bad_values, f"all {masked} pixels with data have "
+                             "non-finite or absurd values (qsocube.core.values)")
         raise InputError(path, Rejection.no_valid_pixels,
                          "no pixel with ivar > 0 (everything masked)")
     flux = np.where(np.isfinite(flux), flux, 0)
     meta = read_meta(path, meta_row)
-    return SpecLite(path, start, flux.astype(np.float32), ivar.astype(np.float32), meta)
+    return SpecLite(path, start, flux.astype(np.float32), ivar.astype(np.float32), meta,
+                    sha256, masked)
 
 
 Columns = dict[str, np.ndarray | None]
 
 
-def _read_fast(path: Path) -> tuple[Columns, Columns | None]:
-    tables = fitsfast.read_tables(path, wanted=2)
+def _read_fast(path: Path, raw: bytes | None = None) -> tuple[Columns, Columns | None]:
+    tables = fitsfast.read_tables(path, wanted=2, raw=raw)
     if not tables:
         raise InputError(path, Rejection.missing_data, "no spectrum table in HDU 1")
     coadd: Columns = {}
@@ -118,13 +190,15 @@ def _read_fast(path: Path) -> tuple[Columns, Columns | None]:
     return coadd, meta_row
 
 
-def _read_astropy(path: Path) -> tuple[Columns, Columns | None]:
+def _read_astropy(path: Path, raw: bytes | None = None) -> tuple[Columns, Columns | None]:
     from astropy.io import fits
 
     try:
+        raw = path.read_bytes() if raw is None else raw
+        data = fitsfast.decompress(raw) if path.suffix == ".gz" else raw
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with fits.open(path, memmap=False) as hdus:
+            with fits.open(io.BytesIO(data), memmap=False) as hdus:
                 if len(hdus) < 2 or hdus[1].data is None:
                     raise InputError(path, Rejection.missing_data, "no spectrum table in HDU 1")
                 table = hdus[1].data
@@ -170,7 +244,7 @@ def read_meta(path: Path, meta_row: Columns | None) -> dict[str, object]:
     for name, values in (meta_row or {}).items():
         if values is not None and len(values):
             value = values[0]
-            value = value.decode() if isinstance(value, bytes) else value
+            value = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
             meta[name] = value.strip() if isinstance(value, str) else np.asarray(value).item()
     named = SPEC_NAME.match(path.name)
     for key, index in (("PLATE", 1), ("MJD", 2), ("FIBERID", 3)):
@@ -179,7 +253,24 @@ def read_meta(path: Path, meta_row: Columns | None) -> dict[str, object]:
                 raise InputError(path, Rejection.missing_data, f"no {key} in HDU 2 and the "
                                  "name is not spec-PLATE-MJD-FIBER.fits")
             meta[key] = int(named.group(index))
+        meta[key] = _identifier(path, key, meta[key])
     return meta
+
+
+def _identifier(path: Path, key: str, value: object) -> int:
+    """An identifier as a non-negative integer, or InputError (bad_values)."""
+    try:
+        number = float(value) if not isinstance(value, (int, np.integer)) else value
+        if isinstance(number, float) and not number.is_integer():
+            raise ValueError
+        number = int(number)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(path, Rejection.bad_values, f"{key} in HDU 2 is not an integer "
+                         f"({str(value)[:40]!r})") from None
+    if not 0 <= number < 10**9:
+        raise InputError(path, Rejection.bad_values, f"{key} in HDU 2 is out of range "
+                         f"({number})")
+    return number
 
 
 def _short(exc: Exception) -> str:
