@@ -96,7 +96,8 @@ def test_encode_files_uses_the_builders_reader_and_resampler(pair, encoder, tmp_
     broken.write_bytes(b"SIMPLE  = T" + b" " * 100)
     result = encoder.encode_files([*files, short, masked, broken])
     assert result.flag.tolist() == [OK, OK, OK, LOW_COVERAGE, ALL_MASKED, UNREADABLE]
-    assert str(broken) in result.reason[5] and result.FIBERID.tolist() == [1, 2, 3, 9, 10, 11]
+    assert "not a readable FITS" in result.reason[5] and str(broken) == result.source[5]
+    assert result.FIBERID.tolist() == [1, 2, 3, 9, 10, 11]
     assert result.CLASS.tolist()[:3] == ["STAR", "QSO", "QSO"]
     assert np.allclose(result.Z[:3], 2.0) and np.isnan(result.latent_mean[3:]).all()
     # The same answer by hand through qsocube's shared path and the numpy weights.

@@ -79,7 +79,8 @@ def test_folder_to_h5_runs_without_torch_and_opens_in_xarray(pair, spectra, tmp_
         assert ds[named(pair, "LATENT_MEAN")].dims == ("spectrum", "latent")
         assert ds["FLAG"].values.tolist() == [OK] * 4 + [UNREADABLE]
         assert ds["FIBERID"].values.tolist() == [1, 2, 3, 4, 5]
-        assert "spec-7002-57001-0005.fits" in str(ds["REASON"].values[4])
+        assert "spec-7002-57001-0005.fits" in str(ds["SOURCE"].values[4])
+        assert "not a readable FITS file" in str(ds["REASON"].values[4])
         assert ds.attrs["encoder_onnx"] == pair.encoder.name and ds.attrs["n_rejected"] == 1
         api = Encoder(pair.encoder).encode_files(sorted(spectra.glob("*.fits")))
         np.testing.assert_array_equal(ds[named(pair, "LATENT_MEAN")].values, api.latent_mean)

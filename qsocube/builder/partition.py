@@ -6,7 +6,6 @@ same code; the writer merges partitions in order and catches duplicates across t
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 
 from qsocube.core.errors import InputError, Rejection
 from qsocube.core.inputs import printable
-from qsocube.core.prepare import Prepared, Verdict, prepare, usability
+from qsocube.core.prepare import Prepared, Verdict, prepare_each, usability
 from qsocube.core.speclite import SpecLite, read_spec_lite
 
 # Rejections that are a selection, not a problem: counted in /rejected, not printed.
@@ -97,8 +96,14 @@ def process_partition(paths: Sequence[Path], catalog_snr: Mapping[str, float] | 
         kept.append(spectrum)
     if not kept:
         return result
-    prepared, kept = _prepare_each(kept, config, result)
-    if not kept:
+    prepared, good, failed = prepare_each(kept, config.grid, config.method)
+    for index, detail in failed:
+        path = kept[index].path
+        result.rejected.append(Rejected(printable(path.name), Rejection.unreadable,
+                                        printable(detail)))
+        result.messages.append(f"rejected {path}: {detail}")
+    kept = [kept[i] for i in good]
+    if prepared is None:
         return result
     verdicts = usability(prepared, config.min_covered_fraction, config.coverage == "full")
     for spectrum, verdict in zip(kept, verdicts, strict=True):
@@ -111,26 +116,3 @@ def process_partition(paths: Sequence[Path], catalog_snr: Mapping[str, float] | 
             result.messages.append(f"rejected {spectrum.path}: {verdict.reason}")
     result.prepared = prepared.rows(np.array([v.ok for v in verdicts]))
     return result
-
-
-def _prepare_each(kept: list[SpecLite], config, result: Partition
-                  ) -> tuple[Prepared | None, list[SpecLite]]:
-    """``prepare`` of the partition, or of each spectrum alone if the batch fails."""
-    try:
-        return prepare(kept, config.grid, config.method), kept
-    except Exception:  # find the spectrum that fails; the others go on
-        pass
-    parts, good = [], []
-    for spectrum in kept:
-        try:
-            parts.append(prepare([spectrum], config.grid, config.method))
-            good.append(spectrum)
-        except Exception as exc:  # this input's failure rejects this input only
-            detail = f"could not be resampled ({type(exc).__name__}: {exc})"[:200]
-            result.rejected.append(Rejected(printable(spectrum.path.name),
-                                            Rejection.unreadable, printable(detail)))
-            result.messages.append(f"rejected {spectrum.path}: {detail}")
-    if not good:
-        return None, []
-    return Prepared(*(np.concatenate([getattr(p, f.name) for p in parts])
-                      for f in dataclasses.fields(Prepared))), good

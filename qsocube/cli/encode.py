@@ -22,9 +22,11 @@ import numpy as np
 from qsocube import __version__
 from qsocube.cli import options
 from qsocube.core import defaults
+from qsocube.core.atomic import remove_stale_partials
 from qsocube.core.cluster import wants_dask
 from qsocube.core.cube import file_sha256
-from qsocube.core.errors import Rejection
+from qsocube.core.errors import Rejection, UsageError
+from qsocube.core.inputs import is_among
 from qsocube.core.parallel import default_processes, processes_for
 from qsocube.core.progress import Rate, say
 from qsocube.inference.encoder import Encoded, Encoder
@@ -70,6 +72,7 @@ class Tally:
         self.reasons: list[str] = []
         self.files = 0
         self.anomalous = 0
+        self.masked = 0  # pixels masked by the value rule (qsocube.core.values)
 
     def add(self, part: Encoded, files: int) -> None:
         self.files += files
@@ -78,7 +81,8 @@ class Tally:
         self.anomalous += int(np.sum(part.anomaly_score > 0.99))
         bad = np.flatnonzero(part.flag != Rejection.ok)
         for i in bad[:max(0, SHOWN_REJECTIONS - len(self.reasons))]:
-            self.reasons.append(f"  rejected {part.source[i]}: {part.reason[i]}")
+            self.reasons.append(f"  rejected {part.source[i]}: {part.reason[i]} "
+                                f"({Rejection(int(part.flag[i])).name})")
 
     @property
     def rejected(self) -> int:
@@ -98,6 +102,8 @@ def summary(tally: Tally, total: int, seconds: float, out: Path) -> str:
     classes = ", ".join(f"{name} {count}" for name, count in sorted(tally.classes.items()))
     parts.append(f"non-QSO classes: {classes}" if classes else "non-QSO classes: none")
     parts.append(f"{tally.anomalous} with anomaly score > 0.99")
+    if tally.masked:
+        parts.append(f"{tally.masked} pixels with non-finite or absurd values masked")
     return "qsocube encode: " + "; ".join(parts) + f"; wrote {out}"
 
 
@@ -116,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
     encoder = Encoder(args.model, threads=args.threads,
                       min_covered_fraction=args.min_covered_fraction)
     sources = discover(args.inputs, encoder.grid)
+    if is_among(args.out, [s.path for s in sources]
+                + [encoder.pair.encoder_path, encoder.pair.decoder_path]):
+        raise UsageError(f"{args.out}: is one of the inputs; choose another --out")
+    remove_stale_partials(args.out.parent, say, target=args.out, recursive=False)
     total = sum(s.count for s in sources)
     say(f"qsocube encode: {total} spectra in {len(sources)} inputs with {args.model.name} "
         f"(latent size {encoder.latent_size})")
@@ -128,8 +138,8 @@ def run(args: argparse.Namespace) -> int:
 
             client = stack.enter_context(dask_client(args.scheduler, args.workers))
             say(f"qsocube encode: on {distributed.describe(client)}")
-            parts = distributed.encode_parts(client, plan_parts(sources, args.batch_size), encoder,
-                                             args.threads)
+            parts = ((part, files, 0) for part, files in distributed.encode_parts(
+                client, plan_parts(sources, args.batch_size), encoder, args.threads))
         else:
             plan = list(plan_parts(sources, args.batch_size))
             processes = processes_for(args.processes or default_processes(), len(plan))
@@ -139,11 +149,12 @@ def run(args: argparse.Namespace) -> int:
                                    args.min_covered_fraction, processes)
             if processes == 1:  # overlap reading with encoding and writing all the same
                 batches = prefetched(batches)
-            parts = ((encoder.encode_batch(b), b.files) for b in batches)
+            parts = ((encoder.encode_batch(b), b.files, b.masked) for b in batches)
         with open_writer(args.out, encoder.latent_size, overwrite=args.overwrite) as writer:
-            for part, files in parts:
+            for part, files, masked in parts:
                 writer.write(part)
                 tally.add(part, files)
+                tally.masked += masked
                 elapsed = max(time.perf_counter() - start, 1e-9)
                 rate.update(len(part), f"{tally.files}/{len(sources)} files, "
                                        f"{tally.files / elapsed:,.0f} files/s")
@@ -210,5 +221,5 @@ def _attrs(encoder: Encoder, args: argparse.Namespace, tally: Tally, total: int)
         "min_covered_fraction": args.min_covered_fraction,
         "anomaly_reference": ("train_recon_mse_quantiles of the encoder"
                               if encoder.pair.quantiles is not None else "none (NaN scores)"),
-        "n_spectra": total, "n_rejected": tally.rejected,
+        "n_spectra": total, "n_rejected": tally.rejected, "n_masked_values": tally.masked,
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -49,6 +49,33 @@ def prepare(spectra: Sequence[SpecLite], grid: WavelengthGrid, method: str = "re
     norm = normalisation_factor(resampled.flux, resampled.mask)
     return Prepared(resampled.flux, resampled.ivar, resampled.mask,
                     resampled.covered_fraction, norm)
+
+
+def prepare_each(spectra: Sequence[SpecLite], grid: WavelengthGrid, method: str = "rebin"
+                 ) -> tuple[Prepared | None, list[int], list[tuple[int, str]]]:
+    """``prepare`` as a boundary per spectrum: (prepared rows, the indices they belong to,
+    (index, reason) of each spectrum that could not be prepared).
+
+    The batch is prepared in one call; only if that fails is each spectrum prepared alone,
+    so one spectrum that breaks the resampler rejects itself, not its batch.
+    """
+    try:
+        return prepare(spectra, grid, method), list(range(len(spectra))), []
+    except Exception:  # find the spectrum that fails; the others go on
+        pass
+    parts, good, failed = [], [], []
+    for index, spectrum in enumerate(spectra):
+        try:
+            parts.append(prepare([spectrum], grid, method))
+            good.append(index)
+        except Exception as exc:  # this input's failure rejects this input only
+            failed.append((index, f"could not be resampled ({type(exc).__name__}: "
+                                  f"{' '.join(str(exc).split())[:120]})"))
+    if not parts:
+        return None, [], failed
+    merged = Prepared(*(np.concatenate([getattr(p, f.name) for p in parts])
+                        for f in fields(Prepared)))
+    return merged, good, failed
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 
 from qsocube.core.errors import UsageError
 from qsocube.core.grid import WavelengthGrid
-from qsocube.core.inputs import find_inputs
+from qsocube.core.inputs import find_inputs, printable
 
 FITS_SUFFIXES = (".fits", ".fits.gz", ".fit")
 H5_SUFFIXES = (".h5", ".hdf5", ".nc")
@@ -84,6 +84,8 @@ def discover(inputs: Iterable[str], grid: WavelengthGrid) -> list[Source]:
     sources: list[Source] = []
     for path in find_inputs(inputs):
         name = path.name.lower()
+        if not is_fits(path) and not path.is_file():  # never open a FIFO or a device
+            raise UsageError(f"{printable(path)}: not a regular file")
         if is_fits(path):
             sources.append(Source("fits", path, 1))
         elif name.endswith(H5_SUFFIXES):

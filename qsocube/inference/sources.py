@@ -10,7 +10,7 @@ A spectrum that cannot be used gets a flagged row with a reason, never an except
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -18,10 +18,12 @@ import numpy as np
 
 from qsocube.core.errors import InputError, Rejection
 from qsocube.core.grid import WavelengthGrid
+from qsocube.core.inputs import printable
 from qsocube.core.parallel import ordered_map, processes_for
-from qsocube.core.prepare import Prepared, prepare, usability
+from qsocube.core.prepare import Prepared, prepare_each, usability
 from qsocube.core.preprocess import NO_DATA, model_input, normalisation_factor
 from qsocube.core.speclite import SPEC_NAME, read_spec_lite
+from qsocube.core.values import screen_rows
 from qsocube.inference.inputs import Source
 
 # Row flags are Rejection codes (CF flag_values / flag_meanings in the output); 0 = encoded.
@@ -41,6 +43,7 @@ class Batch:
     flag: np.ndarray  # (n,) uint8 Rejection codes, 0 = usable
     reason: list[str]
     files: int = 0  # input files finished with this batch (for progress)
+    masked: int = 0  # pixels with data masked by the value rule (qsocube.core.values)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -64,35 +67,40 @@ def _fits_batch(paths: list[Path], grid: WavelengthGrid, method: str, min_covere
                 ) -> Batch:
     n = len(paths)
     ids, flag, reason = empty_ids(n), np.zeros(n, np.uint8), [""] * n
-    spectra, rows = [], []
+    spectra, rows, masked = [], [], 0
     for i, path in enumerate(paths):
         named = SPEC_NAME.match(path.name)
         if named:
             for key, group in (("PLATE", 1), ("MJD", 2), ("FIBERID", 3)):
                 ids[key][i] = int(named.group(group))
-        try:
+        try:  # the reader is the boundary of one input: it raises InputError only
             spec = read_spec_lite(path)
-            for key in ID_COLUMNS:
-                if key in spec.meta:
-                    ids[key][i] = spec.meta[key]
         except InputError as exc:
-            flag[i], reason[i] = exc.reason, str(exc)
+            flag[i], reason[i] = exc.reason, printable(exc.detail)
             continue
-        except Exception as exc:  # one broken file must never end the run: flag its row
-            flag[i] = Rejection.unreadable
-            reason[i] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            continue
+        for key in ID_COLUMNS:
+            if key in spec.meta:
+                try:
+                    ids[key][i] = spec.meta[key]
+                except (TypeError, ValueError, OverflowError):
+                    pass  # an unusable optional value (Z, CLASS) stays unknown
         spectra.append(spec)
         rows.append(i)
+        masked += spec.masked
     x = np.zeros((n, grid.n_pix), np.float32)
     w, covered = np.zeros_like(x), np.zeros(n, np.float32)
     if spectra:
-        prepared = prepare(spectra, grid, method)
-        x[rows], w[rows], flag[rows], good_reasons = _model_batch(prepared, min_covered)
-        covered[rows] = prepared.covered_fraction
-        for row, text in zip(rows, good_reasons, strict=True):
-            reason[row] = text
-    return Batch([str(p) for p in paths], ids, x, w, covered, flag, reason, files=n)
+        prepared, good, failed = prepare_each(spectra, grid, method)
+        for index, text in failed:
+            flag[rows[index]], reason[rows[index]] = Rejection.unreadable, text
+        rows = [rows[i] for i in good]
+        if prepared is not None:
+            x[rows], w[rows], flag[rows], good_reasons = _model_batch(prepared, min_covered)
+            covered[rows] = prepared.covered_fraction
+            for row, text in zip(rows, good_reasons, strict=True):
+                reason[row] = text
+    return Batch([printable(p) for p in paths], ids, x, w, covered, flag, reason, files=n,
+                 masked=masked)
 
 
 def grid_batch(flux: np.ndarray, ivar: np.ndarray, min_covered: float,
@@ -100,11 +108,11 @@ def grid_batch(flux: np.ndarray, ivar: np.ndarray, min_covered: float,
                ) -> tuple[np.ndarray, ...]:
     """Model input from arrays on the grid in physical units: (x, w, covered, flag, reasons).
 
-    A pixel is valid where ivar > 0 and both values are finite (and ``mask`` is 0 if given);
-    ``norm`` defaults to the builder's normalisation of the valid pixels.
+    A pixel is valid where ivar > 0 and both values are finite (and ``mask`` is 0 if given),
+    after the reader's value rule (``qsocube.core.values``: non-finite and absurd values
+    are masked); ``norm`` defaults to the builder's normalisation of the valid pixels.
     """
-    flux = np.asarray(flux, np.float32)
-    ivar = np.asarray(ivar, np.float32)
+    flux, ivar, _ = screen_rows(np.asarray(flux, np.float32), np.asarray(ivar, np.float32))
     valid = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
     if mask is None:
         mask = np.where(valid, 0, NO_DATA).astype(np.uint8)
@@ -203,19 +211,49 @@ class PartReader:
                 self.close()
 
     def _rows(self, part: Part, handle) -> Batch:
+        """The part's rows; rows that cannot be read (a damaged chunk) are flagged
+        ``unreadable_chunk`` on their own: after a failure the part is read again chunk
+        by chunk (the input's own chunks), and only the chunks that fail are flagged."""
         rows, n = slice(part.lo, part.hi), part.hi - part.lo
         try:
             ids, (x, w, covered, flag, reasons) = _read_rows(part.kind, handle, rows,
                                                              self.min_covered)
-        except (OSError, ValueError, KeyError) as exc:  # e.g. a corrupt chunk: flag rows
-            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        except Exception as exc:  # e.g. a corrupt chunk: flag these rows, go on
+            chunk = self._chunk(handle)
+            if chunk and part.lo // chunk != (part.hi - 1) // chunk:
+                edges = [part.lo, *range(part.lo - part.lo % chunk + chunk, part.hi, chunk),
+                         part.hi]
+                pieces = [self._rows(replace(part, lo=lo, hi=hi, count=-1), handle)
+                          for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+                merged = _concat_batches(pieces)
+                merged.files = int(part.hi == part.count)
+                return merged
+            text = " ".join(str(exc).split())[:150] or type(exc).__name__
             ids, x = empty_ids(n), np.zeros((n, self.grid.n_pix), np.float32)
             w, covered = x.copy(), np.zeros(n, np.float32)
             flag = np.full(n, Rejection.unreadable_chunk)
-            reasons = [f"{part.paths[0]}: rows {part.lo}-{part.hi - 1} unreadable ({text})"] * n
-        names = [f"{part.paths[0]}[{i}]" for i in range(part.lo, part.hi)]
+            reasons = [f"rows {part.lo}-{part.hi - 1} unreadable ({text})"] * n
+        names = [printable(f"{part.paths[0]}[{i}]") for i in range(part.lo, part.hi)]
         done = int(part.hi == part.count)
         return Batch(names, ids, x, w, covered, flag.astype(np.uint8), reasons, files=done)
+
+    @staticmethod
+    def _chunk(handle) -> int:
+        """Rows per chunk of the input's flux (0 for an input that is not chunked)."""
+        try:
+            chunks = handle["flux"].chunks if isinstance(handle, h5py.File) else None
+        except Exception:  # the dataset itself is unreadable: no chunking to go by
+            return 0
+        return int(chunks[0]) if chunks else 0
+
+
+def _concat_batches(batches: list[Batch]) -> Batch:
+    return Batch([n for b in batches for n in b.source],
+                 {k: np.concatenate([b.ids[k] for b in batches]) for k in ID_COLUMNS},
+                 np.concatenate([b.x for b in batches]), np.concatenate([b.w for b in batches]),
+                 np.concatenate([b.covered_fraction for b in batches]),
+                 np.concatenate([b.flag for b in batches]),
+                 [r for b in batches for r in b.reason], masked=sum(b.masked for b in batches))
 
 
 def read_part(part: Part, grid: WavelengthGrid, method: str, min_covered: float) -> Batch:

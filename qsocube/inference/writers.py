@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from qsocube.core import schema
-from qsocube.core.atomic import atomic_path
+from qsocube.core.atomic import atomic_path, exclusive, temporary_beside
 from qsocube.core.cube import DEFLATE_LEVEL
 from qsocube.core.errors import UsageError
 from qsocube.inference.encoder import Encoded
@@ -59,7 +59,7 @@ def check_output(path: Path, overwrite: bool) -> str:
         raise UsageError(f"{path}: is a folder, not an output file")
     if path.exists() and not overwrite:
         raise UsageError(f"{path}: exists (pass --overwrite to replace it)")
-    probe = path.with_name(f".{path.name}.probe")
+    probe = temporary_beside(path)  # this process's own name: nobody else's file
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
@@ -187,10 +187,13 @@ WRITERS = {"h5": H5Writer, "csv": CsvWriter, "fits": FitsWriter}
 @contextlib.contextmanager
 def open_writer(path: str | Path, latent_size: int, overwrite: bool = True
                 ) -> Iterator[Writer]:
-    """Yield a writer on a temporary beside ``path``; call ``finish(attrs)`` before leaving."""
+    """Yield a writer on a temporary beside ``path``; call ``finish(attrs)`` before leaving.
+
+    The output's lock is held meanwhile (a second writer fails at once) and the finished
+    file is put in place without replacing anything unless ``overwrite``."""
     path = Path(path)
     fmt = check_output(path, overwrite)
-    with atomic_path(path) as tmp:
+    with exclusive(path, "this output"), atomic_path(path, overwrite) as tmp:
         writer = WRITERS[fmt](tmp, latent_size)
         try:
             yield writer
