@@ -75,10 +75,12 @@ def test_files_have_the_real_boss_layout(survey):
             steps = loglam * 1e4
             assert np.abs(steps - np.round(steps)).max() < 0.02  # float32 of k * 1e-4
             assert np.all(np.diff(np.round(steps)) == 1)
-            assert 3.548 < loglam[0] < 3.581 and 4.0 < loglam[-1] < 4.02
-            assert 4300 < len(loglam) < 4700
+            # from BOSS's blue end; to its red end, or where the templates end, but always
+            # past the product grid's 9000 A
+            assert 3.548 < loglam[0] < 3.581 and 3.9542 < loglam[-1] < 4.02
+            assert 3900 < len(loglam) < 4700
             row = spall.data[0]
-            assert row["CLASS"] == "QSO" and row["ZWARNING"] == 0
+            assert row["CLASS"] in ("QSO", "STAR", "GALAXY") and row["ZWARNING"] == 0
             assert hdul[0].header["COEFF0"] == pytest.approx(loglam[0], abs=1e-6)
             for key in ("PLATE", "MJD", "FIBERID", "PLUG_RA", "PLUG_DEC", "Z", "PLATESN2",
                         "SN_MEDIAN_ALL"):
@@ -155,7 +157,7 @@ def test_catalogue_follows_dr16q_conventions(survey, truth):
     imag = raw["PSFMAG"][:, 3].astype(np.float64)
     m_i = imag - COSMO.distmod(z).value + 2.5 * 0.5 * np.log10((1 + z) / 3)
     assert np.allclose(c["M_I"], m_i, atol=1e-5)
-    assert np.all((imag > 17.0) & (imag < 23.0))
+    assert np.all((imag > 12.0) & (imag < 24.0))  # nearby quasars are bright
     # SDSS_NAME (18A) truncates RA/DEC into hhmmss.ss+ddmmss.s, as DR16Q does.
     for name, ra, dec in zip(c["SDSS_NAME"][:50], c["RA"][:50], c["DEC"][:50], strict=True):
         assert re.fullmatch(r"\d{6}\.\d{2}[+-]\d{6}\.\d", name)
@@ -166,32 +168,99 @@ def test_catalogue_follows_dr16q_conventions(survey, truth):
 
 
 def test_population_looks_like_dr16q(truth):
-    z, sn = np.asarray(truth["Z"]), np.asarray(truth["SN_MEDIAN_ALL"])
+    quasar = np.asarray(truth["OBJECT_CLASS"]).astype(str) == "QSO"
+    z, sn = np.asarray(truth["Z"])[quasar], np.asarray(truth["SN_MEDIAN_ALL"])[quasar]
     median_z, low_z = np.median(z), (z < 0.5).mean()
-    assert median_z > 1.5 and median_z < 2.5 and z.max() > 3.8 and 0.003 < low_z < 0.06
-    assert 0.78 < (sn >= 10).mean() < 0.94  # the builder's S/N >= 10 cut keeps most
-    assert 0.08 < truth["IS_BAL"].mean() < 0.18
-    mi = np.asarray(truth["M_I_TRUE"])
-    assert -29.5 < mi.min() and mi.max() < -17.5 and -27.0 < np.median(mi) < -24.5
-    # Baldwin effect: log EW(C IV) falls with log L at slope ~ -0.2.
-    slope = np.polyfit(truth["LOG_L2500"], np.log10(truth["EW_CIV"]), 1)[0]
-    assert -0.3 < slope < -0.1
+    assert 1.4 < median_z < 2.3 and z.max() > 3.8 and 0.03 < low_z < 0.15
+    assert 0.7 < (sn >= 10).mean() < 0.95  # the builder's S/N >= 10 cut keeps most
+    assert 0.08 < truth["IS_BAL"][quasar].mean() < 0.18
+    mi = np.asarray(truth["M_I_TRUE"])[quasar]
+    assert -29.5 < mi.min() and mi.max() < -20.5 and -27.0 < np.median(mi) < -24.0
+    # eigenspectra: LOZ below the split, HIZ above, coefficients drawn per quasar
+    hiz = np.asarray(truth["QSO_SET"]).astype(str)[quasar] == "HIZ"
+    assert np.array_equal(hiz, z >= 1.0)
+    theta = np.asarray(truth["THETA"])[quasar]
+    assert np.unique(theta[:, 0]).size == quasar.sum()
 
 
-def test_bad_data_bits_have_zero_ivar_and_bright_sky_keeps_it(survey):
-    from qsocube.builder.simulate.noise import BRIGHTSKY
+def test_contaminants_are_labelled_and_written_like_quasars(tmp_path):
+    from qsocube.builder.simulate.contaminants import ContaminantFractions
 
-    fractions, sky = [], []
-    for path in sorted((survey / "spectra").glob("spec-*.fits"))[:30]:
+    out = tmp_path / "c"
+    simulate_survey(200, 4, out, missing_spectrum_fraction=0.0, progress=None,
+                    contaminant_fractions=ContaminantFractions(0.2, 0.2, 0.3))
+    t = Table.read(out / "truth.fits")
+    kinds = np.asarray(t["OBJECT_CLASS"]).astype(str)
+    artefacts = np.asarray(t["ARTEFACT"]).astype(str)
+    assert 20 < (kinds == "STAR").sum() < 60 and 20 < (kinds == "GALAXY").sum() < 60
+    assert set(artefacts[kinds != "QSO"]) == {"none"}
+    assert {"dead_fibre", "misfluxed_fibre", "sky_subtraction_failure",
+            "wrong_redshift"} <= set(artefacts)
+    cat = read_catalog(out / "DR16Q_v4.fits")
+    wrong = artefacts == "wrong_redshift"
+    assert np.all(np.abs(cat.columns["Z"][wrong] - t["Z"][wrong]) > 0.1)
+    ok = (kinds == "QSO") & (artefacts == "none")
+    assert np.all(np.abs(cat.columns["Z"][ok] - t["Z"][ok]) < 0.02 * (1 + t["Z"][ok]))
+    sn = np.asarray(t["SN_MEDIAN_ALL"])
+    assert np.median(sn[artefacts == "dead_fibre"]) < 1.0 < np.median(sn[ok])
+    for row, kind in zip(t[:60], kinds[:60], strict=True):
+        with fits.open(spec_path(out, row["PLATE"], row["MJD"], row["FIBERID"])) as hdul:
+            spall = hdul[2].data[0]
+            assert spall["CLASS"] == kind
+            assert len(hdul) == 3 and hdul[1].columns.names[0] == "flux"
+            if kind == "STAR":
+                assert abs(spall["Z"]) < 0.01  # the pipeline knows; the catalogue does not
+
+
+def test_quasars_appear_at_their_redshift():
+    from qsocube.builder.simulate import quasars
+    from qsocube.builder.simulate.instrument import LOGLAM
+
+    rest = np.zeros((1, 2000))
+    rest[0, 1000] = 1.0  # a spike at rest loglam 3.3 + 0.1
+    seen = quasars.shift_to_frame(rest, 3.3, np.array([10 ** 0.2 - 1]), LOGLAM)
+    peak = LOGLAM[np.nanargmax(seen[0])]
+    assert peak == pytest.approx(3.6, abs=1e-9) and np.nansum(seen) == pytest.approx(1.0)
+    assert np.isnan(seen[0, -1])  # past the rest grid's end: unknown, not 0
+
+
+def test_coefficients_follow_the_learned_conditional_distribution():
+    from qsocube.builder.simulate import quasars
+    from qsocube.builder.simulate.instrument import LOGLAM
+    from qsocube.builder.simulate.templates import library
+
+    lib = library()
+    rng = np.random.default_rng(1)
+    n = 3000
+    z, m_i = np.full(n, 2.2), np.full(n, -25.5)
+    shapes = quasars.draw_shapes(rng, z, m_i, lib, LOGLAM)
+    k = lib.hiz.beta.shape[1]
+    expected = quasars.regressors(z[:1], m_i[:1], lib.hiz) @ lib.hiz.beta
+    spread = np.sqrt(np.diag(lib.hiz.cov))
+    # truncation to physical spectra moves the mean a little, never by much
+    assert np.all(np.abs(shapes.theta[:, :k].mean(0) - expected[0]) < 0.25 * spread)
+    assert np.all(np.abs(shapes.theta[:, :k].std(0) / spread - 1) < 0.25)
+    spectra = quasars.intrinsic(shapes, np.arange(200), z, LOGLAM, lib)
+    rest = 10 ** LOGLAM / 3.2
+    assert quasars.is_physical(np.where(rest > 1000, spectra, np.nan)).all()
+
+
+def test_bright_sky_keeps_ivar_and_masks_are_at_real_rates(survey):
+    from qsocube.builder.simulate.instrument import BAD_BITS, BRIGHTSKY
+
+    bad_rates, sky, kept = [], [], []
+    for path in sorted((survey / "spectra").glob("spec-*.fits"))[:60]:
         d = fits.getdata(path, 1)
-        bad = (d["and_mask"] & ~BRIGHTSKY) != 0
         bright = (d["and_mask"] & BRIGHTSKY) != 0
-        assert np.all(d["ivar"][bad] == 0) and np.all((d["or_mask"] & d["and_mask"])
-                                                     == d["and_mask"])
-        assert np.all(d["ivar"][bright & ~bad] > 0)
-        fractions.append(bad.mean())
+        bad = (d["and_mask"] & BAD_BITS) != 0
+        assert np.all((d["or_mask"] & d["and_mask"]) == d["and_mask"])
+        kept.append(d["ivar"][bright & ~bad] > 0)
+        bad_rates.append(bad.mean())
         sky.append(bright.mean())
-    assert 0.001 < np.mean(fractions) < 0.03 and 0.005 < np.mean(sky) < 0.03
+    # real BOSS: ~2% of pixels carry a bad-data bit (in ~10% of spectra), ~4.7% BRIGHTSKY
+    assert np.mean(bad_rates) < 0.08 and 0.02 < np.mean(sky) < 0.08
+    # bright sky keeps its ivar, but for the few pixels real files zero for other reasons
+    assert np.concatenate(kept).mean() > 0.95
 
 
 def test_refuses_a_non_empty_folder_and_overwrite_clears_stale_files(tmp_path):
@@ -262,14 +331,14 @@ def test_median_stack_follows_the_vanden_berk_composite(survey):
 
     Two stacks, as the composite itself was chained: 1.9 < z < 3.3 normalised at
     1450-1500 A, and 0.35 < z < 1.5 normalised at 3000-3100 A. In each window the mean of
-    the stack must be within 10% of the composite's (same normalisation) and each line peak
-    within 4 A of the composite's. Why 10%: with ~100-300 spectra at S/N ~ 15 the stack's
-    noise is < 1%, but the mock differs from the SDSS-I sample VB01 stacked in ways that
-    matter at the few-per-cent level: redshift and luminosity mix (the Baldwin effect moves
-    median EWs), the 0.3 scatter of alpha_nu, BAL troughs and DLAs, and Gaussian line
-    profiles; 10% still fails for a missing or misplaced line (C IV or Mg II peaks would be
-    off by 40-60%) or a continuum slope off by ~0.15 in alpha_nu. Why 4 A: the stacks use
-    2 A bins and catalogue redshifts carry ~250 km/s errors (1.3 A at C IV).
+    the stack must be within 15% of the composite's (same normalisation) and each line peak
+    within 4 A of the composite's. Why 15%: with ~100-300 spectra at S/N ~ 15 the stack's
+    noise is < 1%, but the mock's quasars carry the diversity of real ones around the
+    DR16Q mean, and median stacks of real quasars differ from VB01 by 5-15% too (the real
+    quasars in ../shared/data at 0.35 < z < 1.5: 0.85-1.10 of VB01 in these windows); 15%
+    still fails for a missing or misplaced line (C IV or Mg II peaks would be off by
+    40-60%) or a wrong continuum slope. Why 4 A: the stacks use 2 A bins and catalogue
+    redshifts carry ~250 km/s errors (1.3 A at C IV).
     """
     if not COMPOSITE.is_file():
         pytest.skip(f"Vanden Berk composite not found at {COMPOSITE} (../shared/data is absent)")
@@ -289,7 +358,7 @@ def test_median_stack_follows_the_vanden_berk_composite(survey):
         ref = composite / np.median(composite[(grid > norm[0]) & (grid < norm[1])])
         for lo, hi in windows:
             sel = (grid > lo) & (grid < hi)
-            assert np.nanmean(stack[sel]) == pytest.approx(np.mean(ref[sel]), rel=0.10), (lo, hi)
+            assert np.nanmean(stack[sel]) == pytest.approx(np.mean(ref[sel]), rel=0.15), (lo, hi)
         for line in peaks:
             sel = np.abs(grid - line) < 25
             assert abs(grid[sel][np.nanargmax(stack[sel])] - grid[sel][np.argmax(ref[sel])]) <= 4

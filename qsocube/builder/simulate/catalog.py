@@ -12,8 +12,8 @@ import numpy as np
 from astropy.io import fits
 
 from . import physics
-from .lines import LINES
-from .population import BAL_Z_RANGE, BANDS, COSMO, DLOGLAM, LOGLAM0, Population
+from .contaminants import ARTEFACTS, OBJECT_CLASSES, STAR_WEIGHTS
+from .population import BAL_Z_RANGE, COSMO, DLOGLAM, LOGLAM0, Population
 
 SIIV_WINDOW_BLUE = 1281.0  # rest A of Si IV at 25000 km/s: the BI_SIIV window must fit
 
@@ -36,15 +36,10 @@ def sdss_name(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     )
 
 
-def _photometry(pop: Population) -> dict[str, np.ndarray]:
-    """ugriz PSF photometry of the power law, with the mean forest and Lyman break."""
-    z, alpha = pop.z[:, None], pop.alpha[:, None]
-    mag = pop.imag[:, None] + 2.5 * alpha * np.log10(BANDS / physics.LAMBDA_I)
-    z_abs = BANDS / physics.LYA - 1.0
-    mean_tau = np.where(z_abs < z, physics.tau_eff(np.maximum(z_abs, 0.0)), 0.0)
-    mag = mag + 1.0857 * mean_tau + np.where(BANDS < physics.LYMAN_LIMIT * (1 + z), 5.0, 0.0)
-    err = np.clip(0.02 * 10.0 ** (0.4 * (mag - 20.0)), 0.01, 1.5)
-    mag = mag + err * pop.extra["mag_err_noise"]
+def _photometry(mags: np.ndarray, pop: Population) -> dict[str, np.ndarray]:
+    """ugriz PSF photometry: the noiseless spectrum's magnitudes plus photometric errors."""
+    err = np.clip(0.02 * 10.0 ** (0.4 * (mags - 20.0)), 0.01, 1.5)
+    mag = mags + err * pop.extra["mag_err_noise"]
     flux = 10.0 ** (-0.4 * (mag - 22.5))  # nanomaggies
     return {"PSFMAG": mag, "PSFMAGERR": err, "PSFFLUX": flux,
             "PSFFLUX_IVAR": 1.0 / (0.921 * flux * err) ** 2, "EXTINCTION": np.zeros_like(mag)}
@@ -55,11 +50,13 @@ def _bi_error(bi: np.ndarray) -> np.ndarray:
     return np.where(bi > 0, 0.1 * bi + 50.0, 0.0)
 
 
-def catalogue_columns(pop: Population, sn: np.ndarray) -> dict[str, np.ndarray]:
-    """DR16Q_v4 columns of the simulated survey (NaN = not measured)."""
+def catalogue_columns(pop: Population, sn: np.ndarray, mags: np.ndarray
+                      ) -> dict[str, np.ndarray]:
+    """DR16Q_v4 columns of the simulated survey (NaN = not measured); ``mags`` (n, 5) are
+    the ugriz magnitudes of each noiseless spectrum."""
     n, x = len(pop), pop.extra
     zc = pop.z_cat
-    phot = _photometry(pop)
+    phot = _photometry(mags, pop)
     # M_I as DR16Q computes it: catalogue redshift, i-band PSF magnitude, K-correction of
     # an alpha_nu = -0.5 power law normalised at z = 2 (Richards et al. 2006 continuum).
     m_i = physics.absolute_mag_i(
@@ -116,24 +113,32 @@ def catalogue_columns(pop: Population, sn: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def truth_columns(pop: Population, sn: np.ndarray, amplitude: np.ndarray) -> list[fits.Column]:
-    """The physical parameters behind each spectrum, keyed by PLATE, MJD, FIBERID."""
+    """What each spectrum was made from, keyed by PLATE, MJD, FIBERID.
+
+    ``OBJECT_CLASS`` and ``ARTEFACT`` label the contaminants; ``THETA`` are the eigenspectrum
+    coefficients of the quasar set ``QSO_SET`` (LOZ: the last is the host galaxy's light).
+    """
     def col(name, fmt, array, unit=None):
         return fits.Column(name=name, format=fmt, array=array, unit=unit)
 
+    objects, shapes = pop.objects, pop.shapes
     npix = pop.stop - pop.start + 1
-    cols = [
+    star_types = np.array(["", *STAR_WEIGHTS])[objects.star_type + 1]
+    k = shapes.theta.shape[1]
+    return [
         col("PLATE", "J", pop.plate), col("MJD", "J", pop.mjd), col("FIBERID", "J", pop.fiberid),
         col("THING_ID", "K", pop.thing_id), col("HAS_SPECTRUM", "B", pop.has_spectrum),
+        col("OBJECT_CLASS", "6A", np.array(OBJECT_CLASSES)[objects.object_class]),
+        col("ARTEFACT", "23A", np.array(ARTEFACTS)[objects.artefact]),
+        col("STAR_TYPE", "2A", star_types), col("ARCHETYPE", "J", objects.archetype),
+        col("ARTEFACT_FACTOR", "E", objects.factor),
         col("Z", "D", pop.z), col("Z_CAT", "D", pop.z_cat),
-        col("ALPHA_NU", "D", pop.alpha), col("IMAG", "D", pop.imag, "mag"),
-        col("M_I_TRUE", "D", pop.m_i, "mag"),
+        col("IMAG", "D", pop.imag, "mag"), col("M_I_TRUE", "D", pop.m_i, "mag"),
         col("LOG_L2500", "D", pop.log_l2500),
-    ]
-    for k, line in enumerate(LINES):
-        cols.append(col(f"EW_{line.name}", "E", pop.ew[:, k], "Angstrom"))
-        cols.append(col(f"FWHM_{line.name}", "E", 2.3548 * pop.sigma_kms[:, k], "km s-1"))
-    cols += [
-        col("PSEUDO_CONT_SCALE", "E", pop.bump_scale), col("TAU_SCALE", "E", pop.tau_scale),
+        col("QSO_SET", "3A", np.where(shapes.hiz, "HIZ", "LOZ")),
+        col("THETA", f"{k}E", shapes.theta), col("HOST_ARCHETYPE", "J", shapes.host_archetype),
+        col("CALIBRATION", "2E", pop.distortion),
+        col("TAU_SCALE", "E", pop.tau_scale),
         col("IS_BAL", "B", pop.is_bal), col("BAL_VMIN", "E", pop.bal_vmin, "km s-1"),
         col("BAL_VMAX", "E", pop.bal_vmax, "km s-1"), col("BAL_DEPTH", "E", pop.bal_depth),
         col("BI_CIV", "D", pop.bi_civ, "km s-1"), col("BI_SIIV", "D", pop.bi_siiv, "km s-1"),
@@ -142,8 +147,7 @@ def truth_columns(pop: Population, sn: np.ndarray, amplitude: np.ndarray) -> lis
         col("LLS_Z", "D", pop.lls_z), col("LLS_TAU912", "E", pop.lls_tau),
         col("HAS_XRAY", "B", pop.has_xray), col("ALPHA_OX", "E", pop.alpha_ox),
         col("SN_TARGET", "E", pop.sn_target), col("SN_MEDIAN_ALL", "D", sn),
-        col("NOISE_AMPLITUDE", "D", amplitude), col("SKY_SCALE", "E", pop.sky_scale),
+        col("NOISE_AMPLITUDE", "D", amplitude),
         col("LOGLAM_START", "D", np.round(LOGLAM0 + DLOGLAM * pop.start, 4)),
         col("NPIX", "J", npix),
     ]
-    return cols

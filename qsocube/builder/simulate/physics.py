@@ -12,42 +12,25 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import expit
 
-from .lines import C_KMS, CIV, LYA, LYB, LYMAN_LIMIT, SIIV
+C_KMS = 299792.458
+LYA, LYB, LYMAN_LIMIT = 1215.67, 1025.72, 911.75  # rest wavelengths, Angstrom (vacuum)
+CIV, SIIV = 1549.06, 1396.76
 
 LAMBDA_I = 7480.0  # effective wavelength of the SDSS i band, Angstrom
 CGS_C_AA = 2.99792458e18  # speed of light, Angstrom/s
 FLUX_UNIT = 1e-17  # spec-lite flux unit, erg/s/cm^2/A
 
 
-def continuum(wave_obs: np.ndarray, imag: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Power law f_nu ~ nu^alpha normalised to AB magnitude ``imag`` at 7480 A observed.
-
-    Returns f_lambda in 1e-17 erg/s/cm^2/A; ``wave_obs`` broadcasts against (B, 1).
-    """
-    f_nu_i = 10.0 ** (-0.4 * (imag + 48.6))  # erg/s/cm^2/Hz
-    f_lam_i = f_nu_i * CGS_C_AA / LAMBDA_I**2 / FLUX_UNIT
-    return f_lam_i[:, None] * (wave_obs / LAMBDA_I) ** (-(2.0 + alpha[:, None]))
+def flux_density_i(imag: np.ndarray) -> np.ndarray:
+    """f_lambda at 7480 A (1e-17 erg/s/cm^2/A) of AB magnitude ``imag``."""
+    f_nu = 10.0 ** (-0.4 * (np.asarray(imag) + 48.6))  # erg/s/cm^2/Hz
+    return f_nu * CGS_C_AA / LAMBDA_I**2 / FLUX_UNIT
 
 
-def gaussians(
-    wave_rest: np.ndarray,
-    centre: np.ndarray,
-    sigma: np.ndarray,
-    ew: np.ndarray,
-    cont_at_centre: np.ndarray,
-) -> np.ndarray:
-    """Sum of Gaussian lines of rest EW ``ew`` (B, L) on the rest grid (B, N).
-
-    ``sigma`` is in rest Angstrom (B, L) or (L,); ``cont_at_centre`` (B, L) is the
-    continuum at each line centre, so each line's flux is EW times that continuum.
-    """
-    out = np.zeros_like(wave_rest)
-    sigma = np.broadcast_to(sigma, ew.shape)
-    amp = ew * cont_at_centre / (np.sqrt(2.0 * np.pi) * sigma)
-    for k in range(ew.shape[1]):  # loop over lines, each vectorised over the batch
-        x = (wave_rest - centre[k]) / sigma[:, k : k + 1]
-        out += amp[:, k : k + 1] * np.exp(-0.5 * x * x)
-    return out
+def ab_magnitude(f_lambda: np.ndarray, wave: np.ndarray) -> np.ndarray:
+    """AB magnitude of a flux density f_lambda (1e-17 erg/s/cm^2/A) at ``wave`` (A)."""
+    f_nu = np.maximum(f_lambda, 1e-30) * FLUX_UNIT * wave**2 / CGS_C_AA
+    return -2.5 * np.log10(f_nu) - 48.6
 
 
 def tau_eff(z_abs: np.ndarray) -> np.ndarray:

@@ -11,13 +11,20 @@ Output directory layout::
 Every file is written atomically (``qsocube.core.atomic``: temp file beside it, fsync,
 rename); the
 catalogue and SURVEY.json come last, so a SURVEY.json means the survey is complete.
-Randomness: one SeedSequence(seed) is split into a survey-level stream (all per-quasar
+Randomness: one SeedSequence(seed) is split into a survey-level stream (all per-object
 scalars, drawn at once) and one child stream per spectrum (forest field, noise, masks), so
 the output is identical for any batch size.
+
+The generator (``GENERATOR``): quasars from eigenspectra learned from real SDSS quasars,
+with host galaxies, absorbers and a calibration term (:mod:`quasars`, :mod:`physics`),
+observed through an instrument and noise model measured on real SDSS spectra
+(:mod:`instrument`), among labelled stars, galaxies and artefacts (:mod:`contaminants`).
+Its package data are ``data/templates.h5`` and ``data/instrument.h5``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -32,11 +39,14 @@ from qsocube.core import layout
 from qsocube.core.atomic import write_text_atomic
 from qsocube.core.progress import say
 
+from . import contaminants, instrument
 from .catalog import catalogue_columns, truth_columns
+from .contaminants import ContaminantFractions
 from .fitsout import COADD_DTYPE, RUN2D, SPALL_DTYPE, SpecLiteWriter, spec_name, write_table
-from .noise import median_sn
+from .instrument import LOGLAM
 from .population import BANDS, Population, draw_population
-from .spectra import Batch, Instrument, render_batch
+from .spectra import Batch, render_batch
+from .templates import library
 
 CATALOG_NAME = layout.SURVEY_CATALOG
 TRUTH_NAME = layout.SURVEY_TRUTH
@@ -44,7 +54,18 @@ SURVEY_NAME = layout.SURVEY_RECORD
 SPECTRA_DIR = layout.SURVEY_SPECTRA_DIR
 
 
+GENERATOR = ("qsocube eigenspectra survey 1: quasar eigenspectra learned from real SDSS "
+             "quasars, empirical BOSS instrument, labelled contaminants")
+
 print_to_stderr = say  # the default progress sink: one line on stderr
+
+
+def median_sn(flux: np.ndarray, ivar: np.ndarray) -> float:
+    """SDSS median S/N: median of flux * sqrt(ivar) over pixels with ivar > 0, in float64
+    from the stored float32 columns, exactly as a reader of the file recomputes it."""
+    flux, ivar = np.asarray(flux, np.float64), np.asarray(ivar, np.float64)
+    good = ivar > 0
+    return float(np.median(flux[good] * np.sqrt(ivar[good]))) if good.any() else 0.0
 
 
 def _version() -> str:
@@ -78,7 +99,7 @@ def _band_sn(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray) -> np.ndarray
     return out
 
 
-def _write_batch(batch: Batch, pop: Population, inst: Instrument, writer: SpecLiteWriter,
+def _write_batch(batch: Batch, pop: Population, writer: SpecLiteWriter,
                  spectra_dir: Path, sn: np.ndarray, version: str) -> int:
     """Cut each spectrum to its pixel range, record its S/N, write its file."""
     written = 0
@@ -86,11 +107,11 @@ def _write_batch(batch: Batch, pop: Population, inst: Instrument, writer: SpecLi
         lo, hi = pop.start[i], pop.stop[i] + 1
         rows = np.zeros(hi - lo, dtype=COADD_DTYPE)
         rows["flux"] = batch.flux[k, lo:hi]
-        rows["loglam"] = inst.loglam[lo:hi]
+        rows["loglam"] = LOGLAM[lo:hi]
         rows["ivar"] = batch.ivar[k, lo:hi]
         rows["and_mask"] = batch.and_mask[k, lo:hi]
         rows["or_mask"] = batch.or_mask[k, lo:hi]
-        rows["wdisp"] = np.where(batch.and_mask[k, lo:hi] == 0, inst.wdisp[lo:hi], 0.0)
+        rows["wdisp"] = batch.wdisp[k, lo:hi]
         rows["sky"] = batch.sky[k, lo:hi]
         rows["model"] = batch.model[k, lo:hi]
         # The catalogue S/N is recomputed from the stored float32 columns, so a reader
@@ -100,19 +121,23 @@ def _write_batch(batch: Batch, pop: Population, inst: Instrument, writer: SpecLi
             continue
         good = rows["ivar"] > 0
         wave = 10.0 ** rows["loglam"].astype(np.float64)
+        # the pipeline classifies what the object is; the catalogue took it for a quasar
+        kind = contaminants.OBJECT_CLASSES[pop.objects.object_class[i]]
+        subclass = "BROADLINE" if kind == "QSO" else ""
+        pipeline_z = pop.z[i] if kind != "QSO" else pop.z_cat[i]
         spall = np.zeros(1, dtype=SPALL_DTYPE)
         spall[0] = (
             "eboss", "eboss" if pop.plate[i] >= 7566 else "boss", "good", pop.platesn2[i], 1,
             pop.plate[i], pop.tile[i], pop.mjd[i], pop.fiberid[i], RUN2D, "v5_13_2", "QSO",
-            pop.ra[i], pop.dec[i], "QSO", "BROADLINE", pop.z_cat[i],
-            2e-4 * (1 + pop.z_cat[i]), wave[good][0], wave[good][-1], 0,
+            pop.ra[i], pop.dec[i], kind, subclass, pipeline_z,
+            2e-4 * (1 + pipeline_z), wave[good][0], wave[good][-1], 0,
             _band_sn(wave, rows["flux"].astype(np.float64), rows["ivar"].astype(np.float64)),
             sn[i], pop.thing_id[i] % 2**31,
         )
         meta = {
             "PLATE": pop.plate[i], "MJD": pop.mjd[i], "FIBERID": pop.fiberid[i],
             "TILE": pop.tile[i], "EXPTIME": 900.0 * (3 + i % 4), "NEXP": 3 + i % 4,
-            "COEFF0": inst.loglam[lo], "PLUG_RA": pop.ra[i], "PLUG_DEC": pop.dec[i],
+            "COEFF0": LOGLAM[lo], "PLUG_RA": pop.ra[i], "PLUG_DEC": pop.dec[i],
             "THING_ID": pop.thing_id[i], "VERSION": version,
         }
         name = spec_name(int(pop.plate[i]), int(pop.mjd[i]), int(pop.fiberid[i]))
@@ -130,8 +155,10 @@ def simulate_survey(
     missing_spectrum_fraction: float = 0.01,
     progress: Callable[[str], None] | None = print_to_stderr,
     batch_size: int = 256,
+    contaminant_fractions: ContaminantFractions | None = None,
 ) -> dict:
-    """Simulate ``n`` DR16Q-like quasars and write spectra, truth, catalogue, SURVEY.json.
+    """Simulate ``n`` DR16Q-like catalogue rows and write spectra, truth, catalogue and
+    SURVEY.json; ``contaminant_fractions`` sets how many are stars, galaxies and artefacts.
 
     Deterministic for a given ``seed`` and independent of ``batch_size``. Raises
     FileExistsError if ``out_dir`` is non-empty and ``overwrite`` is False. Returns a
@@ -148,21 +175,23 @@ def simulate_survey(
     t0 = time.perf_counter()
     spectra_dir = _prepare(out_dir, overwrite)
     survey_stream, pixel_stream = np.random.SeedSequence(seed).spawn(2)
-    pop = draw_population(np.random.default_rng(survey_stream), n, missing_spectrum_fraction)
+    fractions = contaminant_fractions or ContaminantFractions()
+    lib, inst = library(), instrument.load_data("boss")
+    pop = draw_population(np.random.default_rng(survey_stream), n, missing_spectrum_fraction,
+                          lib, fractions)
     seeds = pixel_stream.spawn(n)
-    inst, writer, version = Instrument.build(), SpecLiteWriter(), _version()
-    sn = np.zeros(n)
-    amplitude = np.zeros(n)
+    writer, version = SpecLiteWriter(), _version()
+    sn, amplitude, mags = np.zeros(n), np.zeros(n), np.zeros((n, len(BANDS)))
     written = 0
     for lo in range(0, n, batch_size):
         index = np.arange(lo, min(n, lo + batch_size))
-        batch = render_batch(pop, index, seeds, inst)
-        amplitude[index] = batch.amplitude
-        written += _write_batch(batch, pop, inst, writer, spectra_dir, sn, version)
+        batch = render_batch(pop, index, seeds, lib, inst)
+        amplitude[index], mags[index] = batch.amplitude, batch.photometry
+        written += _write_batch(batch, pop, writer, spectra_dir, sn, version)
         done, elapsed = index[-1] + 1, time.perf_counter() - t0
         report(f"simulate: {done}/{n} spectra, {done / elapsed:.0f} spectra/s")
     write_table(out_dir / TRUTH_NAME, truth_columns(pop, sn, amplitude), "TRUTH")
-    write_catalog(out_dir / CATALOG_NAME, catalogue_columns(pop, sn))
+    write_catalog(out_dir / CATALOG_NAME, catalogue_columns(pop, sn, mags))
     counts = {
         "catalog_rows": n,
         "spectra": written,
@@ -173,17 +202,29 @@ def simulate_survey(
         "partial_lls": int(np.isfinite(pop.lls_z).sum()),
         "xray": int(pop.has_xray.sum()),
         "sn_median_all_ge_10": int((sn >= 10).sum()),
+        **{key: int((pop.objects.object_class == code).sum()) for key, code in
+           (("quasars", contaminants.QSO), ("stars", contaminants.STAR),
+            ("galaxies", contaminants.GALAXY))},
+        **{name: int((pop.objects.artefact == code).sum())
+           for code, name in enumerate(contaminants.ARTEFACTS) if code},
     }
     survey = {
         "n": n, "seed": seed, "missing_spectrum_fraction": missing_spectrum_fraction,
-        "counts": counts, "generator": "qsocube.builder.simulate.simulate_survey",
+        "counts": counts, "generator": GENERATOR,
+        "contaminant_fractions": dataclasses.asdict(fractions),
+        "package_data": {"templates": lib.attrs.get("created", ""),
+                         "instrument": inst.created},
         "software": {"qsocube": version, "numpy": np.__version__, "astropy": astropy.__version__},
         "files": {"spectra": f"{SPECTRA_DIR}/spec-PPPP-MMMMM-FFFF.fits",
                   "catalog": CATALOG_NAME, "truth": TRUTH_NAME},
     }
     write_text_atomic(out_dir / SURVEY_NAME, json.dumps(survey, indent=2, sort_keys=True) + "\n")
     seconds = time.perf_counter() - t0
-    report(f"simulate: done, {n} quasars, {written} spectra in {seconds:.1f} s")
+    report(f"simulate: wrote {written} spectra of {n} catalogue rows ({counts['quasars']} quasars, "
+           f"{counts['stars']} stars, {counts['galaxies']} galaxies, "
+           f"{sum(counts[a] for a in contaminants.ARTEFACTS[1:])} artefacts) to {spectra_dir}, "
+           f"the catalogue {out_dir / CATALOG_NAME} and the truth table {out_dir / TRUTH_NAME} "
+           f"in {seconds:.1f} s")
     return {
         **counts, "n": n, "seed": seed, "seconds": seconds,
         "spectra_per_second": n / seconds, "out_dir": str(out_dir),
