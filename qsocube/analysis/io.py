@@ -69,8 +69,11 @@ class Release:
         order = np.unique(rows)  # h5py wants increasing indices
         where = np.searchsorted(order, rows)
         root = self.tree.to_dataset(inherit=False)
-        return {name: np.asarray(root[name].isel(spectrum=order).values)[where]
-                for name in ("flux", "ivar", "mask")}
+        try:
+            return {name: np.asarray(root[name].isel(spectrum=order).values)[where]
+                    for name in ("flux", "ivar", "mask")}
+        except Exception as exc:  # a damaged chunk: h5py/h5netcdf raise OSError and others
+            raise damaged(self.cube_path, exc) from None
 
     def decoder_path(self, latent_size: int) -> Path:
         name = Path(str(self.models[latent_size].attrs.get("decoder_onnx", ""))).name
@@ -140,7 +143,17 @@ def open_release(path: str | Path) -> Release:
             size = int(attrs.get("latent_size", data.sizes.get("latent", 0)))
             release.models[size] = Model(size, data, _node(tree, f"models/{name}/search"),
                                          _node(tree, f"models/{name}/history"), attrs)
-    except Exception:
+    except AnalysisError:
         tree.close()
         raise
+    except Exception as exc:  # a damaged chunk or group: one line, and where to look
+        tree.close()
+        raise damaged(cube, exc) from None
     return release
+
+
+def damaged(cube: Path, exc: BaseException) -> AnalysisError:
+    """The one-line error for a cube whose data cannot be read."""
+    text = " ".join(str(exc).split())[:160] or type(exc).__name__
+    return AnalysisError(f"{cube}: cannot be read ({type(exc).__name__}: {text}); run "
+                         f"`qsocube validate {cube}` to see what is damaged")

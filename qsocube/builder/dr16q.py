@@ -255,6 +255,20 @@ def _read_fields(path: Path, offset: int, n: int, row_dtype: np.dtype, columns: 
     return out
 
 
+def check_catalog(path: str | Path, columns: Sequence[str] = CUBE_COLUMNS) -> None:
+    """Raise CatalogError (one line) unless ``path`` is a DR16Q-layout catalogue with
+    ``columns``: the header and sizes only, before any work uses it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogError(f"{path}: no such catalogue file")
+    try:
+        _table_layout(path, list(dict.fromkeys([*columns, *_JOIN_KEYS])))
+    except CatalogError:
+        raise
+    except Exception as exc:  # astropy raises many types for a file it cannot read
+        raise CatalogError(f"{path}: not a readable FITS catalogue: {_one_line(exc)}") from None
+
+
 def read_catalog(path: str | Path, columns: Sequence[str] = CUBE_COLUMNS) -> Catalog:
     """Read ``columns`` (plus the PLATE/MJD/FIBERID join keys) from HDU 1 of a DR16Q file.
 
@@ -276,7 +290,7 @@ def read_catalog(path: str | Path, columns: Sequence[str] = CUBE_COLUMNS) -> Cat
         out = {name: _convert(_SPECS[name], raw[name], n, path) for name in wanted}
     except CatalogError:
         raise
-    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+    except Exception as exc:  # astropy raises many types for a file it cannot read
         raise CatalogError(f"{path}: not a readable FITS catalogue: {_one_line(exc)}") from exc
     attrs = {
         name: {

@@ -55,6 +55,14 @@ def _top_help() -> str:
     return "\n".join(lines)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An option error is one line, ``qsocube CMD: error: ...``, and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} "
+                     f"(see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -72,11 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, summary, example = COMMANDS[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=f"qsocube {name}", description=f"{summary[0].upper()}{summary[1:]}.",
         epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
     module.configure(parser)
-    args = parser.parse_args(argv[1:])
+    try:
+        args = parser.parse_args(argv[1:])
+    except SystemExit as exc:  # --help, or an option error already printed in one line
+        return int(exc.code or 0)
     try:
         return int(module.run(args) or 0)
     except QsocubeError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from qsocube.cli import options
 from qsocube.core.progress import say
 
 STRONG = 0.5  # |rho| from which the summary calls an association "tracking"
@@ -13,7 +14,7 @@ STRONG = 0.5  # |rho| from which the summary calls an association "tracking"
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("release", type=Path,
                         help="release folder holding qsocube.h5 and models/ (or the cube)")
-    parser.add_argument("--corner-model", type=int, default=9, metavar="L",
+    parser.add_argument("--corner-model", type=options.integer(1), default=9, metavar="L",
                         help="latent size whose corner plots, samples and outliers are drawn "
                              "(default 9)")
     parser.add_argument("--quick", action="store_true",

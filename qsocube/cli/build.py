@@ -19,24 +19,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "metadata come from each spectrum's HDU 2)")
     parser.add_argument("--truth", type=Path, help="truth table of a simulated survey")
     parser.add_argument("--out", type=Path, required=True, help="cube to write (.h5)")
-    parser.add_argument("--min-snr", type=float, default=defaults.MIN_SNR,
+    parser.add_argument("--min-snr", type=options.number(), default=defaults.MIN_SNR,
                         help="keep SN_MEDIAN_ALL >= this (the study's snr10 sample; 0 keeps "
                              "all)")
     parser.add_argument("--coverage", choices=("partial", "full"), default="partial",
                         help="'full' drops spectra not covering the whole grid (the study's "
                              "rule)")
-    parser.add_argument("--min-covered-fraction", type=float,
+    parser.add_argument("--min-covered-fraction", type=options.fraction_type,
                         default=defaults.MIN_COVERED_FRACTION,
                         help="minimum fraction of valid grid pixels (partial policy)")
     parser.add_argument("--method", type=options.method, choices=METHODS, default="rebin",
                         help="flux-conserving rebin (default) or the study's interpolation "
                              "('seed' is a deprecated name for 'study')")
-    parser.add_argument("--n-pix", type=int, default=DEFAULT_GRID.n_pix)
-    parser.add_argument("--wave-min", type=float, default=DEFAULT_GRID.wave_min)
-    parser.add_argument("--wave-max", type=float, default=DEFAULT_GRID.wave_max)
+    parser.add_argument("--n-pix", type=options.integer(2), default=DEFAULT_GRID.n_pix,
+                        help="pixels of the grid (at least 2)")
+    parser.add_argument("--wave-min", type=options.positive, default=DEFAULT_GRID.wave_min,
+                        help="grid start, Angstrom (below --wave-max)")
+    parser.add_argument("--wave-max", type=options.positive, default=DEFAULT_GRID.wave_max,
+                        help="grid end, Angstrom")
     parser.add_argument("--source", default=None, help="'SDSS' or 'simulated' (default: "
                         "simulated if a truth table is given)")
-    parser.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE,
+    parser.add_argument("--batch-size", type=options.integer(1), default=defaults.BATCH_SIZE,
                         help="files per partition (bounds memory; the unit of parallel work)")
     options.add_processes(parser, "read and resample")
     options.add_cluster(parser, "read and resample")
@@ -47,10 +50,9 @@ def run(args: argparse.Namespace) -> int:
     from qsocube.builder.build import BuildConfig, build_cube
     from qsocube.core.parallel import default_processes
 
-    options.at_least(args.processes, 1, "--processes")
-    options.at_least(args.workers, 1, "--workers")
-    options.at_least(args.batch_size, 1, "--batch-size")
-    options.fraction(args.min_covered_fraction, "--min-covered-fraction")
+    if args.wave_min >= args.wave_max:
+        raise UsageError(f"--wave-min {args.wave_min:g} must be below --wave-max "
+                         f"{args.wave_max:g}")
     for option, path in (("--catalog", args.catalog), ("--truth", args.truth)):
         if path is not None and not path.is_file():
             raise UsageError(f"{option} {path}: no such file")

@@ -48,14 +48,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path,
                         help="output file: .h5 (default layout, opens with xarray), .fits "
                              "(binary table) or .csv")
-    parser.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE,
+    parser.add_argument("--batch-size", type=options.integer(1), default=defaults.BATCH_SIZE,
                         help="spectra per batch (and per Dask task); memory grows with it "
                              f"(default {defaults.BATCH_SIZE})")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=options.integer(1), default=None,
                         help="onnxruntime threads (default: the cores available, at most 8; "
                              "1 per task on Dask workers)")
     options.add_processes(parser, "read and resample the inputs")
-    parser.add_argument("--min-covered-fraction", type=float,
+    parser.add_argument("--min-covered-fraction", type=options.fraction_type,
                         default=defaults.MIN_COVERED_FRACTION,
                         help="reject spectra covering less of the grid than this fraction "
                              f"(default {defaults.MIN_COVERED_FRACTION})")
@@ -108,11 +108,6 @@ def summary(tally: Tally, total: int, seconds: float, out: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    options.at_least(args.batch_size, 1, "--batch-size")
-    options.at_least(args.threads, 1, "--threads")
-    options.fraction(args.min_covered_fraction, "--min-covered-fraction")
-    options.at_least(args.workers, 1, "--workers")
-    options.at_least(args.processes, 1, "--processes")
     on_dask = wants_dask(args.scheduler, args.workers)
     if on_dask:
         from qsocube.core.cluster import require_dask

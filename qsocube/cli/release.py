@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from qsocube.cli import options
 from qsocube.core.defaults import DEFAULT_PROFILE, load_profiles
+from qsocube.core.progress import say
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -15,8 +17,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spectra", type=Path, help="use real spec-lite files instead of a "
                         "simulated survey")
     parser.add_argument("--catalog", type=Path, help="DR16Q_v4.fits to go with --spectra")
-    parser.add_argument("--calls", type=int, help="search calls per latent size (override)")
-    parser.add_argument("--max-epochs", type=int, help="maximum epochs per call (override)")
+    parser.add_argument("--calls", type=options.integer(1),
+                        help="search calls per latent size (override)")
+    parser.add_argument("--max-epochs", type=options.integer(1),
+                        help="maximum epochs per call (override)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,5 +29,5 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("n_calls", args.calls), ("max_epochs", args.max_epochs))
                  if v is not None}
     run_release(args.profile, args.out or Path("products") / args.profile, overrides=overrides,
-                spectra=args.spectra, catalog=args.catalog)
+                spectra=args.spectra, catalog=args.catalog, report=say)
     return 0

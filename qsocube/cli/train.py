@@ -35,24 +35,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="budget defaults (qsocube/core/profiles.toml): " + "; ".join(
                             f"{k}: {v['n_calls']} calls x {v['max_epochs']} epochs, batch "
                             f"{v['batch_size']}, seed {v['seed']}" for k, v in table.items()))
-    parser.add_argument("--calls", type=int, help="search calls per latent size")
-    parser.add_argument("--max-epochs", type=int, help="epoch cap per call (early stopping)")
-    parser.add_argument("--batch-size", type=int,
+    parser.add_argument("--calls", type=options.integer(1), help="search calls per latent size")
+    parser.add_argument("--max-epochs", type=options.integer(1),
+                        help="epoch cap per call (early stopping)")
+    parser.add_argument("--batch-size", type=options.integer(2),
                         help=f"training batch size (default {defaults.TRAIN_BATCH_SIZE})")
     parser.add_argument("--latent-sizes", type=_int_list, default=defaults.LATENT_SIZES,
                         help="comma-separated latent sizes (default "
                              f"{','.join(map(str, defaults.LATENT_SIZES))})")
     parser.add_argument("--hidden", type=_int_list, default=defaults.HIDDEN,
                         help="encoder hidden layer sizes, mirrored in the decoder")
-    parser.add_argument("--decoder-dropout", type=float, default=None,
+    parser.add_argument("--decoder-dropout", type=options.number(0, 1, high_open=True),
+                        default=None,
                         help="dropout of the decoder's hidden layers (default: the "
                              "profile's, 0)")
-    parser.add_argument("--seed", type=int, help="random seed (default: the profile's)")
-    parser.add_argument("--processes", type=int, default=None, metavar="N",
+    parser.add_argument("--seed", type=options.integer(0),
+                        help="random seed (default: the profile's)")
+    parser.add_argument("--processes", type=options.integer(1), default=None, metavar="N",
                         help="local processes training search calls side by side (default: "
                              "up to 2; 1 = in this process)")
     options.add_cluster(parser, "train the search calls")
-    parser.add_argument("--parallel-calls", type=int, default=1, metavar="K",
+    parser.add_argument("--parallel-calls", type=options.integer(1), default=1, metavar="K",
                         help="lambdas asked and trained at once per latent size (skopt "
                              "constant liar, cl_min). K > 1 changes which lambdas are tried, "
                              "so results differ from K = 1 by design; resuming still replays "
@@ -72,11 +75,6 @@ def run(args: argparse.Namespace) -> int:
             budget[key] = value
     if budget["n_calls"] < 1 or budget["max_epochs"] < 1 or budget["batch_size"] < 2:
         raise UsageError("--calls and --max-epochs must be >= 1, --batch-size >= 2")
-    if args.decoder_dropout is not None and not 0 <= args.decoder_dropout < 1:
-        raise UsageError("--decoder-dropout must be in [0, 1)")
-    options.at_least(args.processes, 1, "--processes")
-    options.at_least(args.workers, 1, "--workers")
-    options.at_least(args.parallel_calls, 1, "--parallel-calls")
     from qsocube.core.cluster import require_dask, wants_dask
 
     if wants_dask(args.scheduler, args.workers):

@@ -192,7 +192,11 @@ _HELD: dict[str, list] = {}  # lock path -> [fd, depth]: re-entrant within a pro
 
 
 def lock_path(target: Path) -> Path:
+    """The lock of an output: ``.NAME.qsocube.lock`` beside a file, ``.qsocube.lock`` in a
+    folder."""
     target = Path(target)
+    if target.is_dir():
+        return target / f".{OWNER_TAG}.lock"
     return target.with_name(f".{target.name}{LOCK_SUFFIX}")
 
 

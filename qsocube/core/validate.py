@@ -146,12 +146,28 @@ def check_manifest(release: Path) -> list[str]:
     manifest = release / MANIFEST
     if not manifest.is_file():
         return [f"{manifest}: missing"]
+    try:
+        text = manifest.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [f"{MANIFEST}: not UTF-8 text (byte {exc.start}); it is not a manifest qsocube "
+                "wrote"]
+    except OSError as exc:
+        return [f"{MANIFEST}: cannot be read ({exc.strerror or exc})"]
     problems = []
     listed = set()
-    for line in manifest.read_text().splitlines():
+    root = release.resolve()
+    for number, line in enumerate(text.splitlines(), 1):
         sha, _, name = line.partition("  ")
+        if not re.fullmatch(r"[0-9a-f]{64}", sha) or not name:
+            problems.append(f"{MANIFEST}: line {number} is not 'SHA256  PATH'")
+            continue
         listed.add(name)
         target = release / name
+        if (Path(name).is_absolute() or ".." in Path(name).parts
+                or not target.resolve().is_relative_to(root)):
+            problems.append(f"{MANIFEST}: line {number} names {name!r}, outside the release "
+                            "(not followed)")
+            continue
         if not target.is_file():
             problems.append(f"{MANIFEST}: {name} is listed but missing")
         elif file_sha256(target) != sha:
@@ -369,6 +385,8 @@ def validate(target: Path) -> list[str]:
         return problems
     if not target.exists():
         return [f"{target}: no such file or folder"]
+    if not target.is_file():  # a FIFO or a device is never opened
+        return [f"{target}: not a regular file"]
     if target.suffix.lower() == ".onnx":
         return check_onnx(target, release=False)
     if _is_encode_output(target):

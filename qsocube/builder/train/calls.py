@@ -27,12 +27,32 @@ from qsocube.builder.train.state import (
     save_checkpoint,
 )
 
+# |x| = |flux / norm| beyond this is clipped before training: the x^2 of the loss stays
+# finite in float32 (1e12), far above any real spectrum's (~1e3 for a near-zero median).
+X_LIMIT = 1e6
+
+
+def bounded(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs safe for the loss: non-finite values masked (x = w = 0), |x| clipped to
+    ``X_LIMIT``. Arrays that need nothing are returned as they are (the same bits)."""
+    finite = np.isfinite(x) & np.isfinite(w) & (w >= 0)
+    if not finite.all():
+        x, w = np.where(finite, x, 0).astype(x.dtype), np.where(finite, w, 0).astype(w.dtype)
+    if not (np.abs(x) <= X_LIMIT).all():
+        x = np.clip(x, -X_LIMIT, X_LIMIT)
+    return x, w
+
 
 def training_tensors(data: CubeData, sigma_floor: float) -> tuple[torch.Tensor, ...]:
-    """(x, w_cap) of the training split, then of the validation split; never the test split."""
+    """(x, w_cap) of the training split, then of the validation split; never the test split.
+
+    Inputs are finite and bounded (``bounded``) before they reach the loss, so no single
+    spectrum can turn the loss into inf or NaN."""
     train, val = data.rows(0), data.rows(1)
-    w = cap_weights(data.w, data.x, sigma_floor)
-    return tuple(torch.from_numpy(a) for a in (data.x[train], w[train], data.x[val], w[val]))
+    x, w = bounded(data.x, data.w)
+    w = cap_weights(w, x, sigma_floor)
+    return tuple(torch.from_numpy(np.ascontiguousarray(a))
+                 for a in (x[train], w[train], x[val], w[val]))
 
 
 def train_call(tensors: tuple[torch.Tensor, ...], config: SearchConfig, call: int,
@@ -64,10 +84,12 @@ def chosen_model(data: CubeData, config: SearchConfig, state: SearchState, state
     record = state.calls[best]
     model = InfoVAE(data.n_pix, config.latent_size, config.hidden, config.dropout,
                     config.decoder_dropout)
-    if load_checkpoint(checkpoint_path(state_dir, config.latent_size), model) != best:
+    if load_checkpoint(checkpoint_path(state_dir, config.latent_size), model,
+                       progress) != best:
         if progress:
             progress(f"latent {config.latent_size:02d}: retraining call {best + 1} "
-                     f"(lambda {record['lambda']:.3g}); its checkpoint is missing")
+                     f"(lambda {record['lambda']:.3g}); its checkpoint is missing or "
+                     "was discarded")
         result = fit(*training_tensors(data, config.sigma_floor),
                      config.fit_config(record["lambda"]), progress)
         model = result.model

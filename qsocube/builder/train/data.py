@@ -84,8 +84,8 @@ def load_cube(path: str | Path) -> CubeData:
                      for lo in range(0, n, READ_ROWS)]
             split = cube["split"][...].astype(np.uint8)
             wavelength = cube["wavelength"][...]
-    except OSError as exc:
-        raise CubeError(f"{path}: not a readable HDF5 file ({exc})") from None
+    except OSError as exc:  # h5py: not HDF5, or a damaged chunk (checksum, filter)
+        raise damaged(path, exc) from None
     if not parts:
         raise CubeError(f"{path}: the cube holds no spectra")
     x = np.concatenate([p[0] for p in parts])
@@ -102,6 +102,14 @@ def load_cube(path: str | Path) -> CubeData:
         if not (split == part).any():
             raise CubeError(f"{path}: no {label} spectra (split == {part})")
     return CubeData(path, x, w, split, grid, attrs)
+
+
+def damaged(path: Path, exc: BaseException) -> CubeError:
+    """The one-line error for a cube that cannot be read."""
+    text = " ".join(str(exc).split())[:160] or type(exc).__name__
+    return CubeError(f"{path}: cannot be read as an HDF5 cube ({text}); run `qsocube validate "
+                     f"{path}` to see "
+                     "what is damaged")
 
 
 def _text(value: object) -> str:
@@ -124,7 +132,7 @@ def trained_on_sha256(path: str | Path) -> str:
                                for group in cube.get("models", {}).values()
                                if "trained_on_cube_sha256" in group.attrs})
     except OSError as exc:
-        raise CubeError(f"{path}: not a readable HDF5 file ({exc})") from None
+        raise damaged(path, exc) from None
     if len(recorded) > 1:
         raise CubeError(f"{path}: model groups disagree on trained_on_cube_sha256 {recorded}")
     return recorded[0] if recorded else file_sha256(path)

@@ -133,7 +133,8 @@ def infovae_loss(x: torch.Tensor, w: torch.Tensor, x_hat: torch.Tensor, mu: torc
     latent = z.shape[1]
     prior = torch.randn((n_prior, latent), generator=generator, dtype=z.dtype)
     sq = (x - x_hat) ** 2  # one pass shared by the loss and the (untracked) MSE
-    recon = 0.5 * (w * sq).sum(dim=1).mean()
+    # masked pixels (w = 0) add exactly 0, even where a diverging x_hat makes sq inf
+    recon = 0.5 * torch.where(w > 0, w * sq, 0.0).sum(dim=1).mean()
     kl = kl_term(mu, logvar).mean()
     mmd = latent * mmd_unbiased(z, prior)
     total = recon + (1.0 - alpha) * kl + (lam + alpha - 1.0) * mmd

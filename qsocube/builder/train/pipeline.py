@@ -42,7 +42,7 @@ from qsocube.builder.train.state import SearchState
 from qsocube.builder.train.workers import run_searches
 from qsocube.builder.train.writeback import HISTORY_VARIABLES, is_current, write_model_group
 from qsocube.core import defaults
-from qsocube.core.atomic import remove_stale_partials
+from qsocube.core.atomic import exclusive, remove_stale_partials
 from qsocube.core.cube import schema_version
 from qsocube.core.errors import CubeError, ModelError, UsageError
 from qsocube.core.metrics import anomaly_score, reconstruction_metrics, reference_quantiles
@@ -56,13 +56,20 @@ PCA_WEIGHTING = ("inverse-variance weighted, with the VAE's capped weights "
 ENCODE_ROWS = 4096
 
 
-def train_release(cube_path: Path, models_dir: Path, state_dir: Path, *,
-                  latent_sizes: tuple[int, ...] = defaults.LATENT_SIZES, n_calls: int,
-                  max_epochs: int, batch_size: int = defaults.TRAIN_BATCH_SIZE, seed: int = 0,
-                  hidden: tuple[int, ...] = defaults.HIDDEN, progress: Progress = say,
-                  processes: int | None = None, decoder_dropout: float | None = None,
-                  scheduler: str | None = None, workers: int | None = None,
-                  parallel_calls: int = 1) -> dict:
+def train_release(cube_path: Path, models_dir: Path, state_dir: Path, **options) -> dict:
+    """``_train_release`` while holding the cube's one-writer lock (``atomic.exclusive``):
+    a build or another training of the same cube meanwhile fails at once, in one line."""
+    with exclusive(Path(cube_path), "this cube"):
+        return _train_release(cube_path, models_dir, state_dir, **options)
+
+
+def _train_release(cube_path: Path, models_dir: Path, state_dir: Path, *,
+                   latent_sizes: tuple[int, ...] = defaults.LATENT_SIZES, n_calls: int,
+                   max_epochs: int, batch_size: int = defaults.TRAIN_BATCH_SIZE, seed: int = 0,
+                   hidden: tuple[int, ...] = defaults.HIDDEN, progress: Progress = say,
+                   processes: int | None = None, decoder_dropout: float | None = None,
+                   scheduler: str | None = None, workers: int | None = None,
+                   parallel_calls: int = 1) -> dict:
     """Train, export and write back every latent size; resumable; returns a summary dict.
 
     ``processes``: local processes training search calls (default: up to 2). ``scheduler``
@@ -81,8 +88,9 @@ def train_release(cube_path: Path, models_dir: Path, state_dir: Path, *,
                          "batch_size >= 2")
     models_dir.mkdir(parents=True, exist_ok=True)
     state_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(models_dir)
-    remove_stale_partials(state_dir)
+    remove_stale_partials(models_dir, progress)
+    remove_stale_partials(state_dir, progress)
+    remove_stale_partials(cube_path.parent, progress, target=cube_path, recursive=False)
     cube_sha = trained_on_sha256(cube_path)
     configs = {size: SearchConfig(size, n_calls, max_epochs, batch_size, seed, tuple(hidden),
                                   decoder_dropout=decoder_dropout,

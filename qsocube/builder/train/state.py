@@ -18,7 +18,6 @@ import torch
 from qsocube.builder.train.fit import Progress
 from qsocube.builder.train.model import InfoVAE
 from qsocube.core.atomic import atomic_path, write_text_atomic
-from qsocube.core.errors import CubeError
 
 
 @dataclass
@@ -56,8 +55,14 @@ def load_state(state_dir: Path, identity: dict, progress: Progress | None = None
     if path.exists():
         try:
             stored = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CubeError(f"{path}: search state is not valid JSON ({exc})") from None
+            if not isinstance(stored, dict) or not isinstance(stored.get("calls", []), list):
+                raise ValueError("not a search state")
+        except (OSError, ValueError) as exc:  # damaged: it is a cache, start over
+            if progress:
+                progress(f"{path}: search state does not load ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:80]}); discarded, the search starts "
+                         "again")
+            return SearchState(identity)
         if stored.get("identity") == identity:
             return SearchState(identity, stored.get("calls", []))
         if progress:
@@ -79,13 +84,23 @@ def save_checkpoint(path: Path, model: InfoVAE, call: int) -> None:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: Path, model: InfoVAE) -> int | None:
-    """Load weights into ``model``; the call they belong to, or None if absent or unusable."""
+def load_checkpoint(path: Path, model: InfoVAE, progress: Progress | None = None
+                    ) -> int | None:
+    """Load weights into ``model``; the call they belong to, or None if absent or unusable.
+
+    A checkpoint that does not load (truncated, overwritten, not torch's format: any
+    error) is discarded with a message, and the caller retrains its call.
+    """
     if not path.exists():
         return None
     try:
         state = torch.load(path, weights_only=True)
         model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
         return int(state["call"])
-    except (RuntimeError, KeyError, ValueError, EOFError):
+    except Exception as exc:  # any damage: torch raises many types (UnpicklingError, ...)
+        if progress:
+            progress(f"{path}: checkpoint does not load ({type(exc).__name__}: "
+                     f"{' '.join(str(exc).split())[:80]}); discarded, its search call is "
+                     "trained again")
+        path.unlink(missing_ok=True)
         return None

@@ -16,6 +16,7 @@ import numpy as np
 
 from qsocube.core.atomic import copy_on_write
 from qsocube.core.cube import file_sha256, write_variable
+from qsocube.core.errors import CubeError
 from qsocube.core.layout import model_group_name
 
 GROUP_VARIABLES = ("latent_mean", "latent_logvar", "recon_mse", "recon_chi2", "pca_mse",
@@ -79,11 +80,15 @@ def write_model_group(cube_path: str | Path, latent_size: int, arrays: dict[str,
 def written_model(cube_path: str | Path, latent_size: int) -> dict[str, str] | None:
     """The string attributes of an existing model group, or None."""
     name = model_group_name(latent_size)
-    with h5py.File(cube_path, "r") as cube:
-        if name not in cube:
-            return None
-        return {k: (v.decode() if isinstance(v, bytes) else str(v))
-                for k, v in cube[name].attrs.items()}
+    try:
+        with h5py.File(cube_path, "r") as cube:
+            if name not in cube:
+                return None
+            return {k: (v.decode() if isinstance(v, bytes) else str(v))
+                    for k, v in cube[name].attrs.items()}
+    except OSError as exc:
+        raise CubeError(f"{cube_path}: cannot be read ({' '.join(str(exc).split())[:160]}); "
+                        f"run `qsocube validate {cube_path}` to see what is damaged") from None
 
 
 def is_current(cube_path: Path, models_dir: Path, latent_size: int, budget: dict) -> bool:
