@@ -7,6 +7,7 @@ interruption simply rewrites them.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from qsocube.analysis.report import (
     association_section,
     esc,
     figure,
+    simulation_section,
     table,
     write_associations_csv,
     write_report,
@@ -134,7 +136,11 @@ def run_analysis(release_dir: Path, corner_model: int = 9, quick: bool = False,
         vac = write_vac(release, catalog_dir, cube_sha256)
         progress(f"analyze: value-added catalogue {vac['fits'].name} + {vac['csv'].name}")
         vac_cols = vac_columns(None, sorted(models))
+        survey_record = layout.Survey(paths.input).record
+        simulated = (json.loads(survey_record.read_text()) if survey_record.is_file()
+                     else None)
         sections = [
+            ("input", "Simulated input and its fidelity", simulation_section(simulated)),
             ("models", "Lambda searches and training",
              _models_section(release, model_figs)),
             ("vae-pca", "VAE against PCA", _mse_section(mse_rows, subset, mse_fig)),

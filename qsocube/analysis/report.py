@@ -109,6 +109,37 @@ def summary_section(summary: dict) -> str:
         ["item", "value"], [[k, str(v)] for k, v in rows], left=2) + listing
 
 
+def simulation_section(record: dict | None) -> str:
+    """What generated a simulated release's input, and how it compares with real quasars."""
+    if not record:
+        return "<p class='note'>Real spectra: no simulated input.</p>"
+    counts = record.get("counts", {})
+    rows = [["generator", record.get("generator", "")], ["seed", record.get("seed", "")],
+            ["catalogue rows / spectra", f"{counts.get('catalog_rows', '')} / "
+             f"{counts.get('spectra', '')}"],
+            ["quasars / stars / galaxies", f"{counts.get('quasars', '')} / "
+             f"{counts.get('stars', '')} / {counts.get('galaxies', '')}"],
+            ["artefacts", ", ".join(f"{k} {counts[k]}" for k in
+                                    ("dead_fibre", "misfluxed_fibre", "sky_subtraction_failure",
+                                     "wrong_redshift") if k in counts)]]
+    html = table(["item", "value"], [[k, str(v)] for k, v in rows], left=2)
+    fidelity = record.get("fidelity")
+    if not fidelity:
+        return html + "<p class='note'>No fidelity figures recorded with this generator.</p>"
+    auc = fidelity.get("two_sample", {})
+    html += ("<p>Fidelity, recorded with the simulator's package data (bench/fidelity.py, on "
+             f"{fidelity.get('real_held_out_encoded', '?')} real SDSS quasars held out of every "
+             "fit): a classifier telling real from simulated spectra at matched redshift and "
+             f"S/N reaches a cross-validated AUC of {fmt(auc.get('auc'))} (0.5 = "
+             "indistinguishable).</p>")
+    by_z = fidelity.get("by_redshift", [])
+    html += table(["redshift", "real quasars (S/N >= 10)", "chi2 real / simulated",
+                   "latent-redshift share"],
+                  [[f"{r['z'][0]:g}-{r['z'][1]:g}", r["n_real"], fmt(r.get("chi2_ratio")),
+                    fmt(r.get("latent_z_share"))] for r in by_z], left=1)
+    return html
+
+
 def association_section(assoc: Associations, corner_model: int, figures: list[str]) -> str:
     """Body of the association section: explanation, figure, strongest-per-column table and
     the rho matrix of the corner model."""

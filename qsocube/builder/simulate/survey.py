@@ -28,6 +28,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 import astropy
@@ -218,6 +219,9 @@ def simulate_survey(
         "files": {"spectra": f"{SPECTRA_DIR}/spec-PPPP-MMMMM-FFFF.fits",
                   "catalog": CATALOG_NAME, "truth": TRUTH_NAME},
     }
+    fidelity = resources.files("qsocube.builder.simulate").joinpath("data", "fidelity.json")
+    if fidelity.is_file():  # measured by bench/fidelity.py on the real held-out quasars
+        survey["fidelity"] = json.loads(fidelity.read_text())
     write_text_atomic(out_dir / SURVEY_NAME, json.dumps(survey, indent=2, sort_keys=True) + "\n")
     seconds = time.perf_counter() - t0
     report(f"simulate: wrote {written} spectra of {n} catalogue rows ({counts['quasars']} quasars, "
