@@ -149,7 +149,10 @@ def _build(paths: list[Path], out: Path, catalog_path: Path | None, truth_path: 
         for chunk, part in zip(chunks, parts, strict=True):
             for message in part.messages:
                 report(message)
-            rejected += part.rejected + writer.append(part, seen)
+            duplicates = writer.append(part, seen)
+            for duplicate in duplicates:
+                report(f"rejected {duplicate.name}: {duplicate.reason}")
+            rejected += part.rejected + duplicates
             rate.update(len(chunk), extra=f"{writer.count} accepted, {len(rejected)} rejected")
         if catalog is not None:
             missing = catalog.without_spectrum(seen)

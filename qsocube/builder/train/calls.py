@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from qsocube.builder.train.config import SearchConfig, call_label
-from qsocube.builder.train.data import CubeData, cap_weights
+from qsocube.builder.train.data import X_LIMIT, CubeData, cap_weights
 from qsocube.builder.train.fit import Progress, fit
 from qsocube.builder.train.model import InfoVAE
 from qsocube.builder.train.state import (
@@ -26,10 +26,6 @@ from qsocube.builder.train.state import (
     load_checkpoint,
     save_checkpoint,
 )
-
-# |x| = |flux / norm| beyond this is clipped before training: the x^2 of the loss stays
-# finite in float32 (1e12), far above any real spectrum's (~1e3 for a near-zero median).
-X_LIMIT = 1e6
 
 
 def bounded(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

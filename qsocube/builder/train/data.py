@@ -25,6 +25,11 @@ from qsocube.core.grid import WavelengthGrid
 # Lyman-alpha forest covers most of the grid) reach x ~ 1e3 and, with a constant floor,
 # held 89% of the training loss of a 4,000-spectrum simulated cube (3% with this floor).
 SIGMA_FLOOR = 0.02
+# |x| = |flux / norm| beyond this is clipped when a cube is loaded for training: the x^2
+# of the loss and of the metrics stays finite in float32 (1e12), far above any real
+# spectrum's (~1e3 for a near-zero median flux). The builder's reader already masks
+# absurd values (qsocube.core.values); this bounds cubes made elsewhere.
+X_LIMIT = 1e6
 READ_ROWS = 4096  # spectra per read: bounds the float64 temporaries of model_input
 PROVENANCE_ATTRS = ("grid", "grid_sha256", "normalisation", "resampling_method")
 TRAIN, VALIDATION, TEST = 0, 1, 2
@@ -98,6 +103,8 @@ def load_cube(path: str | Path) -> CubeData:
     if bad.any():
         raise CubeError(f"{path}: {int(bad.sum())} spectra have non-finite model inputs "
                          f"(first row {int(np.flatnonzero(bad)[0])}; is norm <= 0 or NaN?)")
+    if not (np.abs(x) <= X_LIMIT).all():  # a cube from elsewhere: bound it (see X_LIMIT)
+        x = np.clip(x, -X_LIMIT, X_LIMIT)
     for part, label in ((TRAIN, "training"), (VALIDATION, "validation")):
         if not (split == part).any():
             raise CubeError(f"{path}: no {label} spectra (split == {part})")
