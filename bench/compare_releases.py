@@ -35,7 +35,10 @@ EXPECTED_DATASETS = {"/source_sha256"} | {f"/models/latent_{n:02d}/search/second
 JSON_WITH_CUBE_SHA = {"train_config"}
 # Keys of a spectrum file's headers that record the software that wrote it.
 EXPECTED_SPECTRUM_CARDS = {"QCVERS", "SIMULATD"}
-NEW_DATASETS = {"/rejected/reason_code"}
+NEW_DATASETS = {"/rejected/reason_code", "/masked_values"}
+# Attributes the second release may have that the first lacks (issue #13: the original name
+# of each /truth column, the count of spectra without a truth row).
+NEW_ATTRS = {"original_name", "n_missing"}
 EXPECTED_ONNX_METADATA = {"product_version", "schema_version", "cube_sha256", "train_config",
                           # its text names the preprocessing functions by module path,
                           # which moved (qsocube.preprocess -> qsocube.core.preprocess)
@@ -105,7 +108,9 @@ def _compare_attrs(where: str, a, b, allowed: set[str], bad: list[str], expected
         va = _attr(a[key]) if key in a else None
         vb = _attr(b[key]) if key in b else None
         if va != vb:
-            if key in JSON_WITH_CUBE_SHA and _without_cube_sha(va) != _without_cube_sha(vb):
+            if va is None and key in NEW_ATTRS:
+                expected.append(f"{where} attribute {key} is new")
+            elif key in JSON_WITH_CUBE_SHA and _without_cube_sha(va) != _without_cube_sha(vb):
                 bad.append(f"{where} attribute {key} differs beyond its cube_sha256")
             else:
                 (expected if key in allowed else bad).append(f"{where} attribute {key} differs")

@@ -887,3 +887,31 @@ def test_two_builds_to_one_out_never_replace_each_other(tmp_path):
     from qsocube.core.validate import check_cube
 
     assert check_cube(out) == []
+
+
+def test_a_tool_deletes_only_what_it_recognisably_wrote(tmp_path):
+    """The core of ownership (qsocube.core.atomic): a marked folder, its patterns only."""
+    from qsocube.core.atomic import claim_folder, owner_of, remove_owned
+    from qsocube.core.errors import UsageError
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "DR16Q_v4.fits").write_text("someone's catalogue")
+    before = snapshot(tmp_path)
+    with pytest.raises(UsageError, match="not empty and was not created by 'qsocube simulate'"):
+        claim_folder(theirs, "simulate", ["DR16Q_v4.fits"])
+    with pytest.raises(UsageError, match="refusing to delete"):
+        remove_owned(theirs, "simulate")
+    assert_unchanged(before, tmp_path)
+    ours = tmp_path / "ours"
+    assert claim_folder(ours, "simulate", ["spectra/spec-*.fits", "DR16Q_v4.fits"]) is False
+    assert owner_of(ours) == "simulate"
+    (ours / "spectra").mkdir()
+    (ours / "spectra" / "spec-1.fits").write_text("x")
+    (ours / "notes.txt").write_text("kept")
+    messages: list[str] = []
+    assert claim_folder(ours, "simulate", ["spectra/spec-*.fits", "DR16Q_v4.fits"]) is True
+    assert remove_owned(ours, "simulate", messages.append) == [ours / "spectra" / "spec-1.fits"]
+    assert (ours / "notes.txt").read_text() == "kept" and "removed 1 file" in messages[0]
+    with pytest.raises(UsageError, match="belongs to 'qsocube simulate'"):
+        claim_folder(ours, "release", ["qsocube.h5"])

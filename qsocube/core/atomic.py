@@ -288,10 +288,11 @@ def claim_folder(folder: str | Path, tool: str, patterns: Iterable[str], *,
             raise UsageError(f"{folder}: is not empty and was not created by 'qsocube {tool}'"
                              "; choose a new or empty folder (nothing in it was changed)")
         owned = True
-    if record is None or sorted(record.get("patterns", [])) != sorted(patterns):
+    patterns = list(patterns)
+    if record is None or record.get("patterns") != patterns:
         folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(folder / OWNER_MARKER, json.dumps(
-            {"tool": tool, "patterns": sorted(patterns), "software": "qsocube",
+            {"tool": tool, "patterns": patterns, "software": "qsocube",
              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1) + "\n")
     return owned
 
@@ -305,7 +306,9 @@ def remove_owned(folder: str | Path, tool: str, report: Report | None = None) ->
         raise UsageError(f"{folder}: not created by 'qsocube {tool}'; refusing to delete "
                          "anything in it")
     removed: list[Path] = []
-    for pattern in record.get("patterns", []):
+    for pattern in record.get("patterns", []):  # in the order given to claim_folder
+        if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            continue  # a marker edited by hand: never outside the folder
         matched = sorted(p for p in folder.glob(pattern) if p.is_file() or p.is_symlink())
         for path in matched:
             path.unlink()
