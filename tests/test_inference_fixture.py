@@ -18,10 +18,11 @@ from astropy.io import fits
 from onnx import TensorProto, helper, numpy_helper
 
 from qsocube import PRODUCT_VERSION
+from qsocube.core.anomaly import quantiles
 from qsocube.core.cube import model_input_from_cube, schema_version, write_variable
 from qsocube.core.grid import DEFAULT_GRID, SDSS_DLOGLAM, WavelengthGrid
 from qsocube.core.layout import model_group_name
-from qsocube.core.metrics import reconstruction_metrics, reference_quantiles
+from qsocube.core.metrics import reconstruction_metrics
 from qsocube.core.preprocess import NORMALISATION, model_input, normalisation_factor
 
 LOGVAR = -3.0
@@ -145,7 +146,8 @@ def expected(pair: Pair, flux: np.ndarray, ivar: np.ndarray) -> dict[str, np.nda
 
 def calibrated_pair(folder: Path, rng: np.random.Generator, n_train: int = 20000,
                     latent: int = 6) -> Pair:
-    """A pair whose encoder carries the recon-MSE quantiles of its own training draws.
+    """A pair whose encoder carries the recon-MSE quantiles of its own training draws (the
+    anomaly score of models before product version 0.3, which encode still reads).
 
     Many training draws, so the reference's own sampling noise stays well below what a
     KS test of a thousand held-out scores can see.
@@ -153,8 +155,7 @@ def calibrated_pair(folder: Path, rng: np.random.Generator, n_train: int = 20000
     pair = build_pair(folder, latent)
     mse = [expected(pair, *draw(rng, pair, min(2000, n_train - lo)))["mse"]
            for lo in range(0, n_train, 2000)]
-    quantiles = reference_quantiles(np.concatenate(mse))
-    return build_pair(folder, latent, quantiles=quantiles)
+    return build_pair(folder, latent, quantiles=quantiles(np.concatenate(mse)))
 
 
 def write_spec_lite(path: Path, wave_range: tuple[float, float], spectrum: np.ndarray,

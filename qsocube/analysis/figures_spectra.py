@@ -116,6 +116,8 @@ def outliers(release: Release, latent_size: int, folder: Path, k: int = 8
     score = np.asarray(model.data["anomaly_score"].values, np.float64)
     mse = np.asarray(model.data["recon_mse"].values, np.float64)
     chi2 = np.asarray(model.data["recon_chi2"].values, np.float64)
+    parts = {name: (np.asarray(model.data[name].values, np.float64) if name in model.data
+                    else np.full(len(score), np.nan)) for name in ("recon_score", "density_score")}
     rows = top_anomalies(score, mse, k)
     if not rows.size:
         return None, []
@@ -126,6 +128,8 @@ def outliers(release: Release, latent_size: int, folder: Path, k: int = 8
         sdss = str(names[row]) if names is not None else ""
         table.append({"rank": rank, "spectrum": int(row), "spec_id": spec_id,
                       "SDSS_NAME": sdss, "Z": z, "anomaly_score": score[row],
+                      "recon_score": parts["recon_score"][row],
+                      "density_score": parts["density_score"][row],
                       "recon_mse": mse[row], "recon_chi2": chi2[row]})
         titles.append(f"#{rank} {spec_id} {sdss}  z = {z:.3f}  score = {score[row]:.3f}  "
                       f"MSE = {mse[row]:.3g}")
@@ -133,7 +137,7 @@ def outliers(release: Release, latent_size: int, folder: Path, k: int = 8
                                     "outliers.png", ncols=2)
     return FigureInfo(name, "Outlier gallery",
                       f"The {len(rows)} spectra with the highest anomaly score of the "
-                      f"{latent_size}-dimensional VAE (the fraction of training spectra that "
-                      "it reconstructs better), with the decoded reconstruction (red) and "
+                      f"{latent_size}-dimensional VAE (the fraction of normal quasars more "
+                      "usual than each; its parts in the table), with the reconstruction (red) and "
                       "masked pixels shaded; identifiers in each title and in the table."
                       + missing, "outliers"), table

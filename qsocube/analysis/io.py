@@ -76,7 +76,11 @@ class Release:
             raise damaged(self.cube_path, exc) from None
 
     def decoder_path(self, latent_size: int) -> Path:
-        name = Path(str(self.models[latent_size].attrs.get("decoder_onnx", ""))).name
+        return self.model_file(latent_size, "decoder_onnx")
+
+    def model_file(self, latent_size: int, attribute: str) -> Path:
+        """A model file the group names (encoder_onnx, decoder_onnx, anomaly_model)."""
+        name = Path(str(self.models[latent_size].attrs.get(attribute, ""))).name
         return layout.Release(self.folder).models / name
 
     def close(self) -> None:

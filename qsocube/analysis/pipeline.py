@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qsocube.analysis import figures_anomaly as fa
 from qsocube.analysis import figures_columns as fc
 from qsocube.analysis import figures_models as fm
 from qsocube.analysis import figures_spectra as fs
@@ -85,13 +86,32 @@ def _mse_section(rows: list[dict], subset: str, fig: FigureInfo) -> str:
                      "VAE mean", "PCA mean"], body, left=0) + figure(fig))
 
 
-def _outlier_section(fig: FigureInfo | None, rows: list[dict]) -> str:
+ANOMALY_TEXT = (
+    "The anomaly score is the fraction of normal quasars that look more usual than a "
+    "spectrum: 0.99 means more unusual than 99% of them, at any S/N. It combines two parts, "
+    "each such a fraction: the reconstruction part, a chi-square of the reconstruction in "
+    "which the model's own error (learned per pixel on validation spectra) adds to the "
+    "noise, and the latent-density part, how rare the spectrum's code is among the "
+    "training codes (a Gaussian mixture widened by the code's own uncertainty).")
+
+
+def _outlier_section(fig: FigureInfo | None, rows: list[dict],
+                     calibration: list[dict], calibration_fig: FigureInfo | None) -> str:
     if fig is None:
         return "<p class='note'>No anomaly scores in this release.</p>"
     body = [[r["rank"], r["spec_id"], r["SDSS_NAME"], r["spectrum"], r["Z"],
-             r["anomaly_score"], r["recon_mse"], r["recon_chi2"]] for r in rows]
-    return figure(fig) + table(["rank", "spec_id", "SDSS_NAME", "cube row", "Z",
-                                "anomaly score", "MSE", "reduced &chi;&sup2;"], body, left=3)
+             r["anomaly_score"], r["recon_score"], r["density_score"], r["recon_mse"],
+             r["recon_chi2"]] for r in rows]
+    html = (f"<p>{esc(ANOMALY_TEXT)}</p>" + figure(fig)
+            + table(["rank", "spec_id", "SDSS_NAME", "cube row", "Z", "anomaly score",
+                     "reconstruction part", "latent-density part", "MSE",
+                     "reduced &chi;&sup2;"], body, left=3))
+    if calibration_fig is not None:
+        html += figure(calibration_fig) + table(
+            ["S/N", "test quasars", "scored (with noise draws)", "share above 0.99"],
+            [[c["sn"], c["n_spectra"], c["n_scored"], f"{100 * c['share_above_099']:.2f}%"]
+             for c in calibration], left=0)
+    return html
 
 
 def run_analysis(release_dir: Path, corner_model: int = 9, quick: bool = False,
@@ -127,6 +147,8 @@ def run_analysis(release_dir: Path, corner_model: int = 9, quick: bool = False,
         mse_fig = fm.mse_vs_latent(mse_rows, subset, report_dir)
         sample_fig = fs.samples(release, corner_model, report_dir)
         outlier_fig, outlier_rows = fs.outliers(release, corner_model, report_dir)
+        calibration = fa.calibration_table(release, corner_model)
+        calibration_fig = fa.calibration_figure(calibration, corner_model, report_dir)
         assoc_fig = fm.association_heatmap(assoc, report_dir)
         progress("analyze: model, spectra and association figures done")
         column_html, column_figs = _column_figures(release, columns, corner_model, quick,
@@ -146,7 +168,8 @@ def run_analysis(release_dir: Path, corner_model: int = 9, quick: bool = False,
             ("vae-pca", "VAE against PCA", _mse_section(mse_rows, subset, mse_fig)),
             ("spectra", "Sample spectra",
              figure(sample_fig) if sample_fig else "<p class='note'>No spectra.</p>"),
-            ("outliers", "Outlier gallery", _outlier_section(outlier_fig, outlier_rows)),
+            ("outliers", "Outlier gallery",
+             _outlier_section(outlier_fig, outlier_rows, calibration, calibration_fig)),
             ("associations", "Latent dimensions and catalogue columns",
              association_section(assoc, corner_model, [figure(assoc_fig)])),
             ("columns", "Catalogue columns", column_html),
@@ -161,7 +184,8 @@ def run_analysis(release_dir: Path, corner_model: int = 9, quick: bool = False,
                       for c in vac_cols], left=4)),
         ]
         index = write_report(report_dir, summary, sections)
-        written = [f for f in (*model_figs, mse_fig, sample_fig, outlier_fig, assoc_fig,
+        written = [f for f in (*model_figs, mse_fig, sample_fig, outlier_fig, calibration_fig,
+                               assoc_fig,
                                *column_figs, cat_fig) if f]
         _remove_stale(report_dir, {f.file for f in written})
         result = {"report": index, "associations_csv": report_dir / layout.ASSOCIATIONS_CSV,

@@ -229,8 +229,8 @@ def degrade(x: np.ndarray, w: np.ndarray, target_sn: float, rng: np.random.Gener
     """The same spectra at a lower median S/N: noise added in proportion to the existing
     variance, so the noise keeps its shape with wavelength (sky lines, blue end)."""
     valid = w > 0
-    sn = np.array([np.median(xi[v] * np.sqrt(wi[v])) if v.any() else np.nan
-                   for xi, wi, v in zip(x, w, valid, strict=True)])
+    with np.errstate(all="ignore"):  # rows without a valid pixel stay NaN
+        sn = np.nanmedian(np.where(valid, x * np.sqrt(w), np.nan), axis=1)
     factor = np.maximum(np.square(sn / target_sn), 1.0)[:, None]  # variance multiplier
     sigma_add = np.sqrt((factor - 1) / np.where(valid, w, np.inf))
     noisy = np.where(valid, x + sigma_add * rng.standard_normal(x.shape), 0.0)

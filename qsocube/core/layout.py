@@ -50,6 +50,11 @@ def onnx_names(latent_size: int) -> tuple[str, str]:
     return f"{stem}_encoder.onnx", f"{stem}_decoder.onnx"
 
 
+def anomaly_name(latent_size: int) -> str:
+    """File name of the anomaly model (JSON) beside the ONNX pair of ``latent_size``."""
+    return f"{model_stem(latent_size)}_anomaly.json"
+
+
 def model_group_name(latent_size: int) -> str:
     """The cube group of one model: ``/models/latent_NN``."""
     return f"/models/latent_{latent_size:02d}"

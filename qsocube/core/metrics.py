@@ -23,16 +23,3 @@ def reconstruction_metrics(x: np.ndarray, w: np.ndarray, x_hat: np.ndarray, late
     mse = np.where(n_valid > 0, mse, np.nan)
     chi2 = np.where(n_valid > 0, chi2, np.nan)
     return mse.astype(np.float32), chi2.astype(np.float32)
-
-
-def reference_quantiles(values: np.ndarray, n: int = 1001) -> np.ndarray:
-    """Quantiles of a reference distribution (the training set's MSE) for anomaly scores."""
-    finite = values[np.isfinite(values)]
-    return np.quantile(finite, np.linspace(0, 1, n)) if finite.size else np.full(n, np.nan)
-
-
-def anomaly_score(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
-    """Fraction of the reference set with a smaller value: 0.99 is worse than 99% of it."""
-    levels = np.linspace(0, 1, len(quantiles))
-    scores = np.interp(values, quantiles, levels, left=0.0, right=1.0)
-    return np.where(np.isfinite(values), scores, np.nan).astype(np.float32)

@@ -22,7 +22,7 @@ import numpy as np
 
 from qsocube.core.errors import Rejection
 
-PRODUCTS = ("cube", "onnx_metadata", "vac", "encode_output")
+PRODUCTS = ("cube", "onnx_metadata", "vac", "encode_output", "anomaly_model")
 # Enumerations a schema entry may name in "flags" (its CF flag_values/flag_meanings).
 FLAG_ENUMS = {"Rejection": Rejection}
 

@@ -12,6 +12,7 @@ VAC file or an ONNX model. Every check returns a list of one-line problems ([] =
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -202,6 +203,43 @@ def check_onnx(path: Path, *, release: bool = True) -> list[str]:
             problems.append(str(exc))
     elif not problems:
         problems.append(f"{path.name}: its partner {partner.name} is not beside it")
+    if not problems and meta.get("anomaly_model"):
+        problems += check_anomaly_model(path.with_name(meta["anomaly_model"]), meta)
+    return problems
+
+
+def check_anomaly_model(path: Path, encoder_meta: dict[str, str]) -> list[str]:
+    """An anomaly model file against ``anomaly_model.json``, the grid and latent size of its
+    encoder, and the checksum the encoder records."""
+    if not path.is_file():
+        return [f"{path.name}: named by the encoder but not beside it"]
+    if file_sha256(path) != encoder_meta.get("anomaly_sha256"):
+        return [f"{path.name}: does not match the encoder's anomaly_sha256"]
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return [f"{path.name}: not JSON ({exc})"]
+    spec = schema.load("anomaly_model")["keys"]
+    weights = data.get("mixture", {}).get("weights") if isinstance(data, dict) else None
+    sizes = {"P": WavelengthGrid.from_json(encoder_meta["grid"]).n_pix, "Q": 1001,
+             "L": int(encoder_meta["latent_size"]),
+             "K": len(weights) if isinstance(weights, list) else -1}
+    problems = []
+
+    def check(entries: dict, values: object, where: str) -> None:
+        for key, entry in entries.items():
+            if not isinstance(values, dict) or key not in values:
+                problems.append(f"{path.name}: {where}{key} missing")
+                continue
+            if entry["type"] == "object":
+                check(entry["keys"], values[key], f"{key}.")
+            elif "shape" in entry:
+                array = np.asarray(values[key], dtype=float)
+                want = tuple(sizes[d] for d in entry["shape"])
+                if array.shape != want or not np.isfinite(array).all():
+                    problems.append(f"{path.name}: {where}{key} has shape {array.shape}, "
+                                    f"schema says {want} of finite numbers")
+    check(spec, data, "")
     return problems
 
 

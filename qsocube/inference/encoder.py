@@ -16,12 +16,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from qsocube.core import defaults, schema
+from qsocube.core import anomaly, defaults, schema
+from qsocube.core.anomaly import fraction_below
 from qsocube.core.cube import file_sha256, model_input_from_cube
 from qsocube.core.errors import ModelError, Rejection
 from qsocube.core.grid import WavelengthGrid
 from qsocube.core.layout import model_group_name
-from qsocube.core.metrics import anomaly_score, reconstruction_metrics
+from qsocube.core.metrics import reconstruction_metrics
 from qsocube.core.preprocess import encoder_input
 from qsocube.inference.inputs import discover
 from qsocube.inference.model import load_pair
@@ -57,7 +58,9 @@ class Encoded:
     latent_logvar: np.ndarray  # (n, L) float32
     recon_mse: np.ndarray  # float32: MSE of normalised flux over valid pixels
     recon_chi2: np.ndarray  # float32: reduced chi-square of the reconstruction
-    anomaly_score: np.ndarray  # float32: fraction of training spectra with smaller recon_mse
+    recon_score: np.ndarray  # float32: noise-aware reconstruction part of the anomaly score
+    density_score: np.ndarray  # float32: latent-density part of the anomaly score
+    anomaly_score: np.ndarray  # float32: fraction of normal quasars more usual than this one
 
     def __len__(self) -> int:
         return len(self.source)
@@ -134,19 +137,23 @@ class Encoder:
         n, size = len(batch), self.latent_size
         ok = batch.flag == Rejection.ok
         mean = np.full((n, size), np.nan, np.float32)
-        logvar, mse, chi2, score = mean.copy(), *(np.full(n, np.nan, np.float32)
-                                                  for _ in range(3))
+        logvar = mean.copy()
+        mse, chi2, recon, density, score = (np.full(n, np.nan, np.float32) for _ in range(5))
         if ok.any():
             x, w = batch.x[ok], batch.w[ok]
             mean[ok], logvar[ok] = self.latent(x)
-            mse[ok], chi2[ok] = reconstruction_metrics(x, w, self.reconstruct(mean[ok]), size)
-            if self.pair.quantiles is not None:
-                score[ok] = anomaly_score(mse[ok], self.pair.quantiles)
+            x_hat = self.reconstruct(mean[ok])
+            mse[ok], chi2[ok] = reconstruction_metrics(x, w, x_hat, size)
+            if self.pair.anomaly is not None:
+                parts = anomaly.score(self.pair.anomaly, x, w, x_hat, mean[ok], logvar[ok])
+                recon[ok], density[ok], score[ok] = parts.recon, parts.density, parts.combined
+            elif self.pair.quantiles is not None:  # a model from before 0.3
+                score[ok] = fraction_below(mse[ok], self.pair.quantiles)
         return Encoded(np.asarray(batch.source, dtype=object), batch.ids["PLATE"],
                        batch.ids["MJD"], batch.ids["FIBERID"],
                        np.asarray(batch.ids["CLASS"], dtype=object), batch.ids["Z"], batch.flag,
                        np.asarray(batch.reason, dtype=object), batch.covered_fraction, mean,
-                       logvar, mse, chi2, score)
+                       logvar, mse, chi2, recon, density, score)
 
     def encode(self, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray | None = None,
                names: Iterable[str] | None = None, batch_size: int = 4096) -> Encoded:

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from qsocube.core.cube import schema_version
+from qsocube.core.anomaly import AnomalyModel
+from qsocube.core.cube import file_sha256, schema_version
 from qsocube.core.errors import ModelError
 from qsocube.core.grid import WavelengthGrid
 from qsocube.core.onnxmodel import (
@@ -103,6 +104,23 @@ def read_quantiles(meta: dict[str, str], path: Path) -> np.ndarray | None:
     return np.asarray(json.loads(text), dtype=np.float64)
 
 
+def read_anomaly_model(meta: dict[str, str], path: Path) -> AnomalyModel | None:
+    """The anomaly model named in the encoder's metadata (a JSON file beside it, checked
+    against its sha256), or None for models made before it existed."""
+    name = meta.get("anomaly_model")
+    if not name:
+        return None
+    target = path.with_name(name)
+    if not target.is_file():
+        raise ModelError(f"{path}: its anomaly model {name} is not beside it")
+    if file_sha256(target) != meta.get("anomaly_sha256"):
+        raise ModelError(f"{target}: does not match the anomaly_sha256 of {path.name}")
+    try:
+        return AnomalyModel.read(target)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{target}: not a readable anomaly model ({exc})") from None
+
+
 @dataclass
 class ModelPair:
     encoder_path: Path
@@ -112,7 +130,8 @@ class ModelPair:
     meta: dict[str, str]
     grid: WavelengthGrid
     latent_size: int
-    quantiles: np.ndarray | None
+    quantiles: np.ndarray | None  # models before 0.3: the training set's recon-MSE quantiles
+    anomaly: AnomalyModel | None = None
     threads: int = 1
     encoder_input: str = "u"  # "u": the graph takes asinh(x); "x": it transforms x itself
     _single: dict[str, ort.InferenceSession] | None = None
@@ -157,5 +176,6 @@ def load_pair(encoder_path: str | Path, threads: int | None = None) -> ModelPair
                               grid.n_pix, latent_size)
     _check_io(decoder, decoder_path, ("z",), ("x_hat",), latent_size, grid.n_pix)
     return ModelPair(encoder_path, decoder_path, encoder, decoder, meta, grid, latent_size,
-                     read_quantiles(meta, encoder_path), threads or default_threads(),
+                     read_quantiles(meta, encoder_path),
+                     read_anomaly_model(meta, encoder_path), threads or default_threads(),
                      encoder_input)

@@ -57,6 +57,9 @@ class CubeData:
     split: np.ndarray  # (n,) uint8
     grid: WavelengthGrid
     attrs: dict[str, str] = field(default_factory=dict)  # provenance root attributes
+    # (n,) bool: spectra that can stand for normal quasars when anomaly scores are
+    # calibrated: all of them, but for the contaminants a simulated cube's truth labels
+    normal: np.ndarray | None = None
 
     @property
     def n_pix(self) -> int:
@@ -89,6 +92,7 @@ def load_cube(path: str | Path) -> CubeData:
                      for lo in range(0, n, READ_ROWS)]
             split = cube["split"][...].astype(np.uint8)
             wavelength = cube["wavelength"][...]
+            normal = labelled_normal(cube, n)
     except OSError as exc:  # h5py: not HDF5, or a damaged chunk (checksum, filter)
         raise damaged(path, exc) from None
     if not parts:
@@ -108,7 +112,18 @@ def load_cube(path: str | Path) -> CubeData:
     for part, label in ((TRAIN, "training"), (VALIDATION, "validation")):
         if not (split == part).any():
             raise CubeError(f"{path}: no {label} spectra (split == {part})")
-    return CubeData(path, x, w, split, grid, attrs)
+    return CubeData(path, x, w, split, grid, attrs, normal)
+
+
+def labelled_normal(cube: h5py.File, n: int) -> np.ndarray:
+    """True for every spectrum not labelled a contaminant by a simulated cube's /truth
+    (OBJECT_CLASS other than QSO, or an ARTEFACT): a real cube has no labels."""
+    normal = np.ones(n, bool)
+    truth = cube.get("truth")
+    if truth is not None and "OBJECT_CLASS" in truth and "ARTEFACT" in truth:
+        normal &= truth["OBJECT_CLASS"].asstr()[...] == "QSO"
+        normal &= truth["ARTEFACT"].asstr()[...] == "none"
+    return normal
 
 
 def damaged(path: Path, exc: BaseException) -> CubeError:

@@ -12,7 +12,6 @@ metrics and the PCA baseline, and writes the group back, so the cube has one wri
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -41,11 +40,12 @@ from qsocube.builder.train.pca import (
 from qsocube.builder.train.state import SearchState
 from qsocube.builder.train.workers import run_searches
 from qsocube.builder.train.writeback import HISTORY_VARIABLES, is_current, write_model_group
-from qsocube.core import defaults
-from qsocube.core.atomic import exclusive, remove_stale_partials
-from qsocube.core.cube import schema_version
+from qsocube.core import anomaly, defaults
+from qsocube.core.atomic import exclusive, remove_stale_partials, write_text_atomic
+from qsocube.core.cube import file_sha256, schema_version
 from qsocube.core.errors import CubeError, ModelError, UsageError
-from qsocube.core.metrics import anomaly_score, reconstruction_metrics, reference_quantiles
+from qsocube.core.layout import anomaly_name
+from qsocube.core.metrics import reconstruction_metrics
 from qsocube.core.parallel import available_cores
 from qsocube.core.progress import say
 
@@ -54,6 +54,8 @@ PCA_WEIGHTING = ("inverse-variance weighted, with the VAE's capped weights "
                  "(components and mean) fitted on the training split; every spectrum's codes "
                  "by weighted least squares")
 ENCODE_ROWS = 4096
+MIXTURE_COMPONENTS = 8  # latent-density model: Gaussian components over the training codes
+CALIBRATION_SN = (2.0, 5.0, 10.0)  # the anomaly scores are calibrated at these S/N too
 
 
 def train_release(cube_path: Path, models_dir: Path, state_dir: Path, **options) -> dict:
@@ -140,6 +142,32 @@ def encode_all(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore
 
 
+def fit_anomaly(model, data: CubeData, mu: np.ndarray, logvar: np.ndarray,
+                x_hat: np.ndarray, seed: int) -> anomaly.AnomalyModel:
+    """The anomaly model of a trained model (see ``qsocube.core.anomaly``).
+
+    The latent mixture is fitted to the training split's codes; the model's own error on
+    half of the validation split's normal quasars, and the scores are calibrated on the
+    other half, at its own S/N and degraded to S/N 2, 5 and 10, so that 0.99 means the
+    same for a faint spectrum as for a bright one.
+    """
+    normal = data.normal if data.normal is not None else np.ones(len(data.x), bool)
+    train = data.rows(0)
+    mixture = anomaly.fit_mixture(mu[train[normal[train]]], k=MIXTURE_COMPONENTS, seed=seed)
+    rng = np.random.default_rng(seed)
+    reference = rng.permutation(data.rows(1)[normal[data.rows(1)]])
+    fit, calibration = reference[: len(reference) // 2], reference[len(reference) // 2:]
+    parts = [(data.x[fit], data.w[fit], x_hat[fit], mu[fit], logvar[fit]),
+             (data.x[calibration], data.w[calibration], x_hat[calibration], mu[calibration],
+              logvar[calibration])]
+    for sn in CALIBRATION_SN:
+        x, w = anomaly.degrade(data.x[calibration], data.w[calibration], sn, rng)
+        mean, var, x_rec = encode_all(model, x)
+        parts.append((x, w, x_rec, mean, var))
+    x, w, x_rec, mean, var = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return anomaly.calibrate(x, w, x_rec, mean, var, np.arange(len(fit)), mixture)
+
+
 def _finish(cube_path: Path, models_dir: Path, state_dir: Path, data: CubeData,
             config: SearchConfig, state: SearchState, cube_sha: str,
             pca_start: dict[str, np.ndarray], progress: Progress) -> dict:
@@ -149,7 +177,13 @@ def _finish(cube_path: Path, models_dir: Path, state_dir: Path, data: CubeData,
     mu, logvar, x_hat = encode_all(model, data.x)
     recon_mse, recon_chi2 = reconstruction_metrics(data.x, data.w, x_hat, size)
     train = data.rows(0)
-    quantiles = reference_quantiles(recon_mse[train])
+    anomaly_model = fit_anomaly(model, data, mu, logvar, x_hat, config.seed)
+    anomaly_path = models_dir / anomaly_name(size)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(anomaly_path, anomaly_model.to_json())
+    anomaly_files = {"anomaly_model": anomaly_path.name,
+                     "anomaly_sha256": file_sha256(anomaly_path)}
+    scores = anomaly.score(anomaly_model, data.x, data.w, x_hat, mu, logvar)
     w_cap = cap_weights(data.w, data.x, config.sigma_floor)
     basis = fit_weighted_pca(data.x[train], w_cap[train], size, start=pca_start["start"],
                              mean=pca_start["mean"])
@@ -162,8 +196,7 @@ def _finish(cube_path: Path, models_dir: Path, state_dir: Path, data: CubeData,
         "resampling_method": data.attrs["resampling_method"], "cube_sha256": cube_sha,
         "objective": repr(record["objective"]), "objective_definition": OBJECTIVE_DEFINITION,
         "train_config": config_json(config.budget(cube_sha))}
-    files = export_model(model, models_dir, metadata, {
-        "train_recon_mse_quantiles": json.dumps([float(q) for q in quantiles])})
+    files = export_model(model, models_dir, metadata, anomaly_files)
     sample = data.x[data.rows(1)[:64]]
     max_diff = parity(model, models_dir / files["encoder_onnx"],
                       models_dir / files["decoder_onnx"], sample)
@@ -172,7 +205,8 @@ def _finish(cube_path: Path, models_dir: Path, state_dir: Path, data: CubeData,
     calls = state.calls[:config.n_calls]
     attrs = {"latent_size": size, "lambda": record["lambda"], "alpha": config.alpha,
              "objective": record["objective"], "objective_definition": OBJECTIVE_DEFINITION,
-             **files, "pca_weighting": PCA_WEIGHTING, "trained_on_cube_sha256": cube_sha,
+             **files, **anomaly_files, "pca_weighting": PCA_WEIGHTING,
+             "trained_on_cube_sha256": cube_sha,
              "train_config": config_json(config.budget(cube_sha))}
     search = {"lambda": np.array([c["lambda"] for c in calls]),
               "objective": np.array([_num(c["objective"]) for c in calls]),
@@ -182,7 +216,8 @@ def _finish(cube_path: Path, models_dir: Path, state_dir: Path, data: CubeData,
                if k in HISTORY_VARIABLES}
     arrays = {"latent_mean": mu, "latent_logvar": logvar, "recon_mse": recon_mse,
               "recon_chi2": recon_chi2, "pca_mse": pca_mse,
-              "anomaly_score": anomaly_score(recon_mse, quantiles)}
+              "recon_score": scores.recon, "density_score": scores.density,
+              "anomaly_score": scores.combined}
     write_model_group(cube_path, size, arrays, attrs, search, history,
                       {"best_epoch": record["best_epoch"], "stopped": record["stopped"]})
     result = {"lambda": record["lambda"], "objective": record["objective"],
