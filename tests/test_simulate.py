@@ -75,10 +75,10 @@ def test_files_have_the_real_boss_layout(survey):
             steps = loglam * 1e4
             assert np.abs(steps - np.round(steps)).max() < 0.02  # float32 of k * 1e-4
             assert np.all(np.diff(np.round(steps)) == 1)
-            # from BOSS's blue end; to its red end, or where the templates end, but always
-            # past the product grid's 9000 A
-            assert 3.548 < loglam[0] < 3.581 and 3.9542 < loglam[-1] < 4.02
-            assert 3900 < len(loglam) < 4700
+            # from BOSS's blue end (or SDSS-I/II's, 3800-3830 A); to its red end, or where the
+            # templates end, but always past the product grid's 9000 A
+            assert 3.548 < loglam[0] < 3.5835 and 3.9542 < loglam[-1] < 4.02
+            assert 3700 < len(loglam) < 4700
             row = spall.data[0]
             assert row["CLASS"] in ("QSO", "STAR", "GALAXY") and row["ZWARNING"] == 0
             assert hdul[0].header["COEFF0"] == pytest.approx(loglam[0], abs=1e-6)
@@ -362,3 +362,13 @@ def test_median_stack_follows_the_vanden_berk_composite(survey):
         for line in peaks:
             sel = np.abs(grid - line) < 25
             assert abs(grid[sel][np.nanargmax(stack[sel])] - grid[sel][np.argmax(ref[sel])]) <= 4
+
+
+def test_some_spectra_come_from_the_legacy_spectrograph(survey):
+    # SDSS-I/II spectra start at 3800-3830 A and end at 9180-9215 A: a model must see them,
+    # or it reads a real legacy spectrum's missing blue end as a Lyman-alpha forest.
+    truth = Table.read(survey / "truth.fits")
+    truth = truth[truth["HAS_SPECTRUM"].astype(bool)]
+    start = np.asarray(truth["LOGLAM_START"], float)
+    legacy = (start >= 3.5799) & (start < 3.5836)
+    assert 0.05 < legacy.mean() < 0.3

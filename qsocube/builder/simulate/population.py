@@ -18,6 +18,12 @@ from .instrument import NPIX as NGRID
 from .physics import LYA, LYMAN_LIMIT
 from .templates import Library
 
+# Share of spectra from the SDSS-I/II spectrograph and its pixel range on the global frame
+# (first pixels 3.5800-3.5834 dex, 3802-3832 A; last 3.9630-3.9645 dex, 9183-9214 A, as in
+# the legacy spec-lite files of ../shared/data)
+LEGACY_FRACTION = 0.15
+LEGACY_START, LEGACY_STOP = (310, 345), (4140, 4156)
+
 # DR16Q's cosmology for M_I (Lyke et al. 2020): H0 = 67.6, Om = 0.31, OL = 0.69.
 COSMO = FlatLambdaCDM(H0=67.6, Om0=0.31)
 BAL_Z_RANGE = (1.57, 5.6)  # C IV BAL search range of DR16Q (Guo & Martini 2019 CNN)
@@ -175,6 +181,12 @@ def draw_population(rng: np.random.Generator, n: int, missing_fraction: float, l
     late = rng.random(n) < 0.005
     start = np.where(late, rng.integers(104, 311, n), rng.integers(0, 100, n))
     stop = rng.integers(4640, NGRID, n)
+    # DR16Q also holds spectra from the SDSS-I/II spectrograph, 3800-9200 A: without them
+    # a model reads a real legacy spectrum's missing blue end as a Lyman-alpha forest (half
+    # of the real quasars in ../shared/data are such spectra; their codes sat at z ~ 2.7).
+    legacy = rng.random(n) < LEGACY_FRACTION
+    start = np.where(legacy, rng.integers(*LEGACY_START, n), start)
+    stop = np.where(legacy, rng.integers(*LEGACY_STOP, n), stop)
     first, last = quasars.coverage(np.maximum(z, 0.0), shapes.hiz, LOGLAM, lib)
     first_gal, last_gal = quasars.coverage_of(lib.galaxy_loglam0, lib.galaxy_basis.shape[1],
                                               np.maximum(z, 0.0), LOGLAM)
