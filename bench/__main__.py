@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-STAGES = ("bench.resample", "bench.train", "bench.encode", "bench.analysis", "bench.scaling")
+STAGES = ("bench.resample", "bench.train", "bench.encode", "bench.analysis", "bench.scaling",
+          "bench.fidelity", "bench.anomaly")
 
 
 def _print(result: dict) -> None:

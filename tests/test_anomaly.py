@@ -65,22 +65,43 @@ def test_degrade_reaches_the_target_sn():
     assert np.array_equal(valid, w > 0)
 
 
-def test_calibrated_scores_are_uniform_on_new_normal_spectra_and_survive_json():
+def _codes(rng, w, x_hat):
+    """Codes that spread wider the fainter the spectrum, as an encoder's do, so that the
+    density statistic drifts with S/N."""
+    return (rng.standard_normal((len(w), 3)) * (1 + 1 / anomaly.snr(w, x_hat))[:, None],
+            np.full((len(w), 3), np.log(0.01)))
+
+
+def _population(rng, n, sn):
+    x, w, x_hat = _spectra(rng, n=n, sn=sn)
+    return (x, w, x_hat, *_codes(rng, w, x_hat))
+
+
+def test_ladder_calibration_holds_at_every_sn_even_when_the_statistics_drift():
     rng = np.random.default_rng(5)
-    x, w, x_hat = _spectra(rng, n=4000)
-    mu = rng.standard_normal((4000, 3))
-    logvar = np.full((4000, 3), np.log(0.01))
-    mixture = anomaly.fit_mixture(mu[:2000], k=2)
-    model = anomaly.calibrate(x, w, x_hat, mu, logvar, np.arange(1000), mixture)
-    model = anomaly.AnomalyModel.from_json(model.to_json())
-    x2, w2, x_hat2 = _spectra(np.random.default_rng(6), n=3000, sn=5.0)
-    scores = anomaly.score(model, x2, w2, x_hat2, rng.standard_normal((3000, 3)),
-                           np.full((3000, 3), np.log(0.01)))
-    for part in (scores.recon, scores.density, scores.combined):
-        assert stats.kstest(part, "uniform").pvalue > 0.01
-        assert (part > 0.99).mean() == pytest.approx(0.01, abs=0.006)
-    odd = x2.copy()
-    odd[:, 100:140] += 1.0  # a feature the model does not have
-    bad = anomaly.score(model, odd, w2, x_hat2, rng.standard_normal((3000, 3)),
-                        np.full((3000, 3), np.log(0.01)))
-    assert np.mean(bad.combined > 0.99) > 0.95
+    mixture = anomaly.fit_mixture(rng.standard_normal((2000, 3)), k=2)
+    scatter = anomaly.fit_scatter(*_spectra(rng, n=2000, sn=10.0))
+    # As training does: bright reference spectra degraded to each rung, many of them. The
+    # scores of 3,000 new spectra must then be uniform to within the reference tables' own
+    # sampling error and the interpolation between rungs: the CDF within 0.04 everywhere
+    # (KS distance) and 1% +- 0.5% of them above 0.99.
+    x, w, x_hat = _spectra(rng, n=8000, sn=100.0)
+    rungs = []
+    for target in (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0):
+        xd, wd = anomaly.degrade(x, w, target, rng, anomaly.snr(w, x_hat))
+        rungs.append((xd, wd, x_hat, *_codes(rng, wd, x_hat)))
+    model = anomaly.AnomalyModel.from_json(
+        anomaly.calibrate(scatter, mixture, rungs).to_json())
+    assert np.all(np.diff(model.sn_nodes) > 0) and model.recon_quantiles.shape == (12, 1001)
+    for sn in (2.0, 5.0, 10.0, 30.0):  # new spectra, made at a fixed noise level
+        scores = anomaly.score(model, *_population(rng, 3000, sn))
+        for name, part in zip(("recon", "density", "combined"), (
+                scores.recon, scores.density, scores.combined), strict=True):
+            assert stats.kstest(part, "uniform").statistic < 0.04, (sn, name)
+            assert (part > 0.99).mean() == pytest.approx(0.01, abs=0.005), (sn, name)
+    x, w, x_hat, mu, logvar = _population(rng, 3000, 5.0)
+    x[:, 100:140] += 1.0  # a feature the model does not have
+    assert np.mean(anomaly.score(model, x, w, x_hat, mu, logvar).combined > 0.99) > 0.95
+    one_rung = anomaly.calibrate(scatter, mixture, rungs[7:8])  # one S/N for all
+    faint = anomaly.score(one_rung, *_population(rng, 3000, 2.0))
+    assert not 0.005 <= (faint.combined > 0.99).mean() <= 0.015

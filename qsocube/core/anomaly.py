@@ -17,7 +17,15 @@ combines two parts, each itself such a fraction:
   not an outlier for being uncertain.
 
 The parts combine by Fisher's rule, -2 [ln(1 - recon) + ln(1 - density)], and that too is
-turned into a fraction of the reference spectra. Everything needed travels in an
+turned into a fraction of the reference spectra.
+
+Every fraction is taken among reference spectra *of the same S/N*: the reference quasars
+are degraded to a ladder of S/N values, each rung keeps its own quantile tables, and a
+spectrum is scored against the two rungs around its S/N (linear in log S/N). The S/N that
+places a spectrum on the ladder is ``snr(w, x_hat)``, the rms S/N of its reconstruction
+over its valid pixels (one pass, and the same in training and inference). So 0.99 means
+the same for a faint spectrum as for a bright one even where the statistics themselves
+still drift with S/N. Everything needed travels in an
 :class:`AnomalyModel`, written as JSON beside each ONNX pair (``schemas/anomaly_model.json``).
 """
 
@@ -50,9 +58,10 @@ class AnomalyModel:
     scatter_const: np.ndarray  # (n_pix,) a: model error in normalised flux units
     scatter_frac: np.ndarray  # (n_pix,) b: model error per unit of reconstructed flux
     mixture: Mixture
-    recon_quantiles: np.ndarray  # (N_QUANTILES,) of t over the reference spectra
-    density_quantiles: np.ndarray  # of minus log density
-    combined_quantiles: np.ndarray  # of Fisher's statistic
+    sn_nodes: np.ndarray  # (M,) increasing: the rungs' S/N (median snr of their spectra)
+    recon_quantiles: np.ndarray  # (M, N_QUANTILES) of t over each rung's reference spectra
+    density_quantiles: np.ndarray  # (M, N_QUANTILES) of minus log density
+    combined_quantiles: np.ndarray  # (M, N_QUANTILES) of Fisher's statistic
 
     def to_json(self) -> str:
         body = {k: np.asarray(v).tolist() for k, v in asdict(self).items() if k != "mixture"}
@@ -67,7 +76,8 @@ class AnomalyModel:
         return cls(np.asarray(data["scatter_const"], np.float32),
                    np.asarray(data["scatter_frac"], np.float32), mixture,
                    *(np.asarray(data[k], np.float64) for k in
-                     ("recon_quantiles", "density_quantiles", "combined_quantiles")))
+                     ("sn_nodes", "recon_quantiles", "density_quantiles",
+                      "combined_quantiles")))
 
     @classmethod
     def read(cls, path: str | Path) -> AnomalyModel:
@@ -105,13 +115,28 @@ def fit_scatter(x: np.ndarray, w: np.ndarray, x_hat: np.ndarray
 def recon_statistic(x: np.ndarray, w: np.ndarray, x_hat: np.ndarray, a: np.ndarray,
                     b: np.ndarray) -> np.ndarray:
     """t = (chi2 - n) / sqrt(2 n) with the model's error in the variance; NaN if n = 0."""
-    valid = w > 0
-    variance = (1 / np.where(valid, w, 1) + np.square(a) + np.square(b * x_hat)).astype(
-        np.float32)
-    chi2 = np.where(valid, np.square(x - x_hat) / variance, 0).sum(1, dtype=np.float64)
-    n = valid.sum(1)
+    return _recon_and_snr(x, w, x_hat, a, b)[0]
+
+
+def _recon_and_snr(x: np.ndarray, w: np.ndarray, x_hat: np.ndarray, a: np.ndarray,
+                   b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(recon_statistic, snr) in one pass over the pixels, float32 and in place: a masked
+    pixel (w = 0) has variance 1/0 = inf and adds exactly 0."""
+    x, w, x_hat = (np.asarray(v, np.float32) for v in (x, w, x_hat))
+    square = np.square(x_hat)
+    signal = np.einsum("ij,ij->i", w, square, dtype=np.float64)
+    square *= np.square(b, dtype=np.float32)
+    square += np.square(a, dtype=np.float32)
+    with np.errstate(divide="ignore"):
+        square += np.divide(np.float32(1), w)  # the variance
+    residual = np.subtract(x, x_hat)
+    np.square(residual, out=residual)
+    residual /= square
+    chi2 = residual.sum(1, dtype=np.float64)
+    n = np.count_nonzero(w > 0, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(n > 0, (chi2 - n) / np.sqrt(2.0 * n), np.nan)
+        return (np.where(n > 0, (chi2 - n) / np.sqrt(2.0 * n), np.nan),
+                np.sqrt(signal / n))
 
 
 # ---------------------------------------------------------------- latent-density part
@@ -157,26 +182,41 @@ def _component_log_density(codes: np.ndarray, mixture: Mixture, variance: np.nda
     """(n, K) log of weight_k N(code; mean_k, cov_k + diag(variance)).
 
     Without ``variance`` each component's Cholesky factor is computed once; with it, each
-    (code, component) pair has its own covariance, solved in one batched call.
+    (code, component) pair has its own covariance, factorised all at once by
+    ``_cholesky_quadratic`` (a loop over the latent dimensions, not over the codes).
     """
     dim = codes.shape[1]
-    out = np.empty((len(codes), len(mixture.weights)))
-    for k, (weight, mean, cov) in enumerate(zip(mixture.weights, mixture.means,
-                                                mixture.covariances, strict=True)):
-        diff = codes - mean
-        if variance is None:
-            chol = np.linalg.cholesky(cov)
-            sol = np.linalg.solve(chol, diff.T)
-            quad = np.square(sol).sum(0)
-            logdet = 2 * np.log(np.diag(chol)).sum()
-        else:
-            full = cov[None, :, :] + variance[:, :, None] * np.eye(dim)[None]
-            chol = np.linalg.cholesky(full)
-            sol = np.linalg.solve(chol, diff[:, :, None])[:, :, 0]
-            quad = np.square(sol).sum(1)
-            logdet = 2 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(1)
-        out[:, k] = np.log(weight) - 0.5 * (quad + logdet + dim * np.log(2 * np.pi))
-    return out
+    diff = codes[:, None, :] - mixture.means[None, :, :]  # (n, K, L)
+    if variance is None:
+        chol = np.linalg.cholesky(mixture.covariances)  # (K, L, L)
+        sol = np.linalg.solve(chol[None], diff[..., None])[..., 0]
+        quad = np.square(sol).sum(-1)
+        logdet = 2 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(1)[None, :]
+    else:  # laid out (L, L, n, K): every step below is one contiguous operation
+        full = np.ascontiguousarray(np.broadcast_to(
+            np.transpose(mixture.covariances, (1, 2, 0))[:, :, None, :],
+            (dim, dim, len(codes), len(mixture.weights))))
+        for j in range(dim):
+            full[j, j] += variance[:, j, None]
+        quad, logdet = _cholesky_quadratic(full, np.moveaxis(diff, -1, 0))
+    return np.log(mixture.weights)[None, :] - 0.5 * (quad + logdet + dim * np.log(2 * np.pi))
+
+
+def _cholesky_quadratic(cov: np.ndarray, diff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For covariances (L, L, ...) and vectors (L, ...): diff^T cov^-1 diff and log det cov,
+    by a Cholesky factorisation and forward substitution vectorised over the trailing axes
+    (numpy's batched linalg loops over tiny matrices one by one)."""
+    dim = cov.shape[0]
+    chol = np.zeros_like(cov)
+    y = np.zeros_like(diff)
+    for j in range(dim):
+        row = chol[j, :j]  # (j, ...)
+        pivot = np.sqrt(cov[j, j] - np.square(row).sum(0))
+        chol[j, j] = pivot
+        chol[j + 1:, j] = (cov[j + 1:, j] - (chol[j + 1:, :j] * row[None]).sum(1)) / pivot
+        y[j] = (diff[j] - (row * y[:j]).sum(0)) / pivot
+    logdet = 2 * sum(np.log(chol[j, j]) for j in range(dim))
+    return np.square(y).sum(0), logdet
 
 
 def density_statistic(mu: np.ndarray, logvar: np.ndarray, mixture: Mixture) -> np.ndarray:
@@ -205,6 +245,51 @@ def fisher(recon: np.ndarray, density: np.ndarray) -> np.ndarray:
     return -2 * (np.log(np.clip(1 - recon, EPS, 1)) + np.log(np.clip(1 - density, EPS, 1)))
 
 
+def snr(w: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
+    """rms S/N of the reconstruction over the valid pixels: where a spectrum sits on the
+    calibration ladder (NaN without a valid pixel)."""
+    n = (w > 0).sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(np.einsum("ij,ij,ij->i", w, x_hat, x_hat, dtype=np.float64) / n)
+
+
+def ladder_fraction(values: np.ndarray, sn: np.ndarray, nodes: np.ndarray,
+                    tables: np.ndarray) -> np.ndarray:
+    """fraction_below against the quantile tables (M, Q) of the S/N ladder: each
+    spectrum's table is its two neighbouring rungs' quantiles interpolated linearly in
+    log S/N (quantiles, not fractions, so a distribution that shifts or widens with S/N is
+    followed between rungs); the end rungs hold beyond the ladder. A binary search over
+    the Q levels, vectorised over spectra."""
+    values = np.asarray(values, np.float64)
+    n_q = tables.shape[1]
+    if len(nodes) == 1:
+        lo, frac = np.zeros(len(values), int), np.zeros(len(values))
+        tables = np.vstack([tables, tables])
+    else:
+        usable = np.isfinite(sn) & (sn > 0)  # rows without one are NaN in ``values`` anyway
+        position = np.interp(np.log(np.where(usable, sn, nodes[0])), np.log(nodes),
+                             np.arange(len(nodes)))
+        lo = np.minimum(position.astype(int), len(nodes) - 2)
+        frac = position - lo
+
+    def table(k: np.ndarray) -> np.ndarray:
+        return (1 - frac) * tables[lo, k] + frac * tables[lo + 1, k]
+
+    below = np.zeros(len(values), int)  # invariant: table(below) < value <= table(above)
+    above = np.full(len(values), n_q - 1)
+    for _ in range(int(np.ceil(np.log2(n_q)))):
+        middle = (below + above) // 2
+        under = table(middle) < values
+        below, above = np.where(under, middle, below), np.where(under, above, middle)
+    t_lo, t_hi = table(below), table(above)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.where(t_hi > t_lo, (values - t_lo) / (t_hi - t_lo), 0.0)
+    level = (below + np.clip(step, 0, 1)) / (n_q - 1)
+    level = np.where(values <= table(np.zeros_like(below)), 0.0, level)
+    level = np.where(values > table(np.full_like(below, n_q - 1)), 1.0, level)
+    return np.where(np.isfinite(values), level, np.nan)
+
+
 @dataclass(frozen=True)
 class Scores:
     recon: np.ndarray  # float32 (n,)
@@ -215,37 +300,55 @@ class Scores:
 def score(model: AnomalyModel, x: np.ndarray, w: np.ndarray, x_hat: np.ndarray,
           mu: np.ndarray, logvar: np.ndarray) -> Scores:
     """The three calibrated scores of each spectrum (NaN where it has no valid pixel)."""
-    recon = fraction_below(recon_statistic(x, w, x_hat, model.scatter_const,
-                                           model.scatter_frac), model.recon_quantiles)
-    density = fraction_below(density_statistic(mu, logvar, model.mixture),
-                             model.density_quantiles)
-    combined = fraction_below(fisher(recon, density), model.combined_quantiles)
+    t, sn = _recon_and_snr(x, w, x_hat, model.scatter_const, model.scatter_frac)
+    recon = ladder_fraction(t, sn, model.sn_nodes, model.recon_quantiles)
+    density = ladder_fraction(density_statistic(mu, logvar, model.mixture), sn,
+                              model.sn_nodes, model.density_quantiles)
+    combined = ladder_fraction(fisher(recon, density), sn, model.sn_nodes,
+                               model.combined_quantiles)
     combined = np.where(np.isfinite(recon) & np.isfinite(density), combined, np.nan)
     return Scores(*(s.astype(np.float32) for s in (recon, density, combined)))
 
 
-def degrade(x: np.ndarray, w: np.ndarray, target_sn: float, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """The same spectra at a lower median S/N: noise added in proportion to the existing
-    variance, so the noise keeps its shape with wavelength (sky lines, blue end)."""
+def median_snr(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Median of x sqrt(w) over each spectrum's valid pixels (NaN without one)."""
+    with np.errstate(all="ignore"):
+        return np.nanmedian(np.where(w > 0, x * np.sqrt(w), np.nan), axis=1)
+
+
+def degrade(x: np.ndarray, w: np.ndarray, target_sn: float, rng: np.random.Generator,
+            sn: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The same spectra at a lower S/N: noise added in proportion to the existing variance,
+    so the noise keeps its shape with wavelength (sky lines, blue end). ``sn`` is each
+    spectrum's S/N on the footing of ``target_sn`` (default its ``median_snr``); spectra
+    already fainter are left as they are."""
     valid = w > 0
-    with np.errstate(all="ignore"):  # rows without a valid pixel stay NaN
-        sn = np.nanmedian(np.where(valid, x * np.sqrt(w), np.nan), axis=1)
+    sn = median_snr(x, w) if sn is None else sn
     factor = np.maximum(np.square(sn / target_sn), 1.0)[:, None]  # variance multiplier
     sigma_add = np.sqrt((factor - 1) / np.where(valid, w, np.inf))
     noisy = np.where(valid, x + sigma_add * rng.standard_normal(x.shape), 0.0)
     return noisy.astype(np.float32), np.where(valid, w / factor, 0.0).astype(np.float32)
 
 
-def calibrate(x: np.ndarray, w: np.ndarray, x_hat: np.ndarray, mu: np.ndarray,
-              logvar: np.ndarray, fit_rows: np.ndarray, mixture: Mixture) -> AnomalyModel:
-    """An AnomalyModel from reference spectra of normal quasars (x, w, their
-    reconstructions and codes): the scatter is fitted on ``fit_rows``, the quantiles on
-    the others, so the scores are not calibrated on the spectra that set the scatter."""
-    a, b = fit_scatter(x[fit_rows], w[fit_rows], x_hat[fit_rows])
-    rest = np.setdiff1d(np.arange(len(x)), fit_rows)
-    t = recon_statistic(x[rest], w[rest], x_hat[rest], a, b)
-    d = density_statistic(mu[rest], logvar[rest], mixture)
-    q_recon, q_density = quantiles(t), quantiles(d)
-    combined = fisher(fraction_below(t, q_recon), fraction_below(d, q_density))
-    return AnomalyModel(a, b, mixture, q_recon, q_density, quantiles(combined))
+Reference = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def calibrate(scatter: tuple[np.ndarray, np.ndarray], mixture: Mixture,
+              rungs: list[Reference]) -> AnomalyModel:
+    """An AnomalyModel from reference spectra of normal quasars at each rung of an S/N
+    ladder: per rung (x, w, x_hat, mu, logvar), the same quasars degraded to that S/N. The
+    scatter (a, b) should come from other spectra, so the scores are not calibrated on the
+    spectra that set it. Rungs come out ordered by their median ``snr``."""
+    a, b = scatter
+    nodes, q_recon, q_density, q_combined = [], [], [], []
+    for x, w, x_hat, mu, logvar in rungs:
+        t = recon_statistic(x, w, x_hat, a, b)
+        d = density_statistic(mu, logvar, mixture)
+        qr, qd = quantiles(t), quantiles(d)
+        nodes.append(float(np.nanmedian(snr(w, x_hat))))
+        q_recon.append(qr)
+        q_density.append(qd)
+        q_combined.append(quantiles(fisher(fraction_below(t, qr), fraction_below(d, qd))))
+    order = np.argsort(nodes)
+    return AnomalyModel(a, b, mixture, np.asarray(nodes)[order],
+                        *(np.asarray(q)[order] for q in (q_recon, q_density, q_combined)))

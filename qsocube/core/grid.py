@@ -51,6 +51,12 @@ class WavelengthGrid:
         """Pixel width in dex."""
         return float(self.loglam[1] - self.loglam[0])
 
+    @property
+    def sn_per_sdss_pixel(self) -> float:
+        """A grid pixel's S/N over that of the SDSS pixels it averages (sqrt of their
+        number): divide S/N measured on the grid by it to compare with SN_MEDIAN_ALL."""
+        return float(np.sqrt(self.dloglam / SDSS_DLOGLAM))
+
     @cached_property
     def loglam_edges(self) -> np.ndarray:
         """log10 of the pixel edges, (n_pix + 1,): halfway between centres."""

@@ -221,9 +221,11 @@ def check_anomaly_model(path: Path, encoder_meta: dict[str, str]) -> list[str]:
         return [f"{path.name}: not JSON ({exc})"]
     spec = schema.load("anomaly_model")["keys"]
     weights = data.get("mixture", {}).get("weights") if isinstance(data, dict) else None
+    nodes = data.get("sn_nodes") if isinstance(data, dict) else None
     sizes = {"P": WavelengthGrid.from_json(encoder_meta["grid"]).n_pix, "Q": 1001,
              "L": int(encoder_meta["latent_size"]),
-             "K": len(weights) if isinstance(weights, list) else -1}
+             "K": len(weights) if isinstance(weights, list) else -1,
+             "M": len(nodes) if isinstance(nodes, list) and nodes else -1}
     problems = []
 
     def check(entries: dict, values: object, where: str) -> None:
@@ -240,6 +242,8 @@ def check_anomaly_model(path: Path, encoder_meta: dict[str, str]) -> list[str]:
                     problems.append(f"{path.name}: {where}{key} has shape {array.shape}, "
                                     f"schema says {want} of finite numbers")
     check(spec, data, "")
+    if not problems and np.any(np.diff(np.asarray(nodes, float)) <= 0):
+        problems.append(f"{path.name}: sn_nodes are not increasing")
     return problems
 
 

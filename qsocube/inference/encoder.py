@@ -156,11 +156,13 @@ class Encoder:
                        logvar, mse, chi2, recon, density, score)
 
     def encode(self, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray | None = None,
-               names: Iterable[str] | None = None, batch_size: int = 4096) -> Encoded:
+               names: Iterable[str] | None = None, batch_size: int = 4096,
+               norm: np.ndarray | None = None) -> Encoded:
         """Encode spectra already on the model's grid: flux and ivar of shape (n, n_pix).
 
         Pixels with ivar == 0, NaN or inf (or mask != 0) are masked; each spectrum is
-        normalised by the median of its valid flux, as the builder does.
+        normalised by the median of its valid flux, as the builder does, unless ``norm``
+        (n,) gives the normalisation (ones for flux already normalised, e.g. a cube's).
         """
         flux, ivar = np.atleast_2d(flux), np.atleast_2d(ivar)
         if len(flux) == 0:
@@ -174,7 +176,7 @@ class Encoder:
             rows = slice(lo, lo + batch_size)
             x, w, covered, flag, reasons = grid_batch(
                 flux[rows], ivar[rows], self.min_covered_fraction,
-                None if mask is None else mask[rows])
+                None if mask is None else mask[rows], None if norm is None else norm[rows])
             parts.append(self.encode_batch(Batch(names[rows], empty_ids(len(x)), x, w,
                                                  covered, flag, reasons)))
         return Encoded.concat(parts)

@@ -55,7 +55,15 @@ PCA_WEIGHTING = ("inverse-variance weighted, with the VAE's capped weights "
                  "by weighted least squares")
 ENCODE_ROWS = 4096
 MIXTURE_COMPONENTS = 8  # latent-density model: Gaussian components over the training codes
-CALIBRATION_SN = (2.0, 5.0, 10.0)  # the anomaly scores are calibrated at these S/N too
+# The anomaly scores' S/N ladder (median S/N per SDSS pixel, SN_MEDIAN_ALL's footing): a
+# rung needs MIN_RUNG_SPECTRA calibration quasars at least that bright, and is filled with
+# noise draws to about RUNG_SCORES scores.
+CALIBRATION_SN = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0)
+MIN_RUNG_SPECTRA = 10
+# snr (rms S/N of the reconstruction) over the median S/N of the same spectrum: the rms
+# weighs the bright lines in; measured on the default release's validation quasars
+SNR_PER_MEDIAN_SN = 1.2
+RUNG_SCORES = 1000
 
 
 def train_release(cube_path: Path, models_dir: Path, state_dir: Path, **options) -> dict:
@@ -146,26 +154,38 @@ def fit_anomaly(model, data: CubeData, mu: np.ndarray, logvar: np.ndarray,
                 x_hat: np.ndarray, seed: int) -> anomaly.AnomalyModel:
     """The anomaly model of a trained model (see ``qsocube.core.anomaly``).
 
-    The latent mixture is fitted to the training split's codes; the model's own error on
-    half of the validation split's normal quasars, and the scores are calibrated on the
-    other half, at its own S/N and degraded to S/N 2, 5 and 10, so that 0.99 means the
-    same for a faint spectrum as for a bright one.
+    The latent mixture and the model's own error are fitted to the training split's
+    normal quasars; the validation split's, degraded to each rung of CALIBRATION_SN, set
+    each rung's quantile tables, so that 0.99 means the same for a faint spectrum as for a
+    bright one. (The training spectra are reconstructed a little better than new ones, so
+    the error comes out a little small; the quantiles, taken on new spectra, absorb that.)
     """
     normal = data.normal if data.normal is not None else np.ones(len(data.x), bool)
     train = data.rows(0)
-    mixture = anomaly.fit_mixture(mu[train[normal[train]]], k=MIXTURE_COMPONENTS, seed=seed)
+    train = train[normal[train]]
+    mixture = anomaly.fit_mixture(mu[train], k=MIXTURE_COMPONENTS, seed=seed)
+    scatter = anomaly.fit_scatter(data.x[train], data.w[train], x_hat[train])
     rng = np.random.default_rng(seed)
-    reference = rng.permutation(data.rows(1)[normal[data.rows(1)]])
-    fit, calibration = reference[: len(reference) // 2], reference[len(reference) // 2:]
-    parts = [(data.x[fit], data.w[fit], x_hat[fit], mu[fit], logvar[fit]),
-             (data.x[calibration], data.w[calibration], x_hat[calibration], mu[calibration],
-              logvar[calibration])]
+    calibration = data.rows(1)[normal[data.rows(1)]]
+    x_cal, w_cal = data.x[calibration], data.w[calibration]
+    # the ladder's own footing (snr of the reconstruction), so each rung is tight in it
+    native = anomaly.snr(w_cal, x_hat[calibration])
+    rungs = []
     for sn in CALIBRATION_SN:
-        x, w = anomaly.degrade(data.x[calibration], data.w[calibration], sn, rng)
+        target = sn * data.grid.sn_per_sdss_pixel * SNR_PER_MEDIAN_SN
+        bright = native >= target
+        if bright.sum() < MIN_RUNG_SPECTRA:
+            continue
+        draws = int(np.clip(np.ceil(RUNG_SCORES / bright.sum()), 1, 20))
+        x, w = (np.concatenate(a) for a in zip(*(anomaly.degrade(
+            x_cal[bright], w_cal[bright], target, rng, native[bright])
+            for _ in range(draws)), strict=True))
         mean, var, x_rec = encode_all(model, x)
-        parts.append((x, w, x_rec, mean, var))
-    x, w, x_rec, mean, var = (np.concatenate(column) for column in zip(*parts, strict=True))
-    return anomaly.calibrate(x, w, x_rec, mean, var, np.arange(len(fit)), mixture)
+        rungs.append((x, w, x_rec, mean, var))
+    if not rungs:
+        raise ModelError(f"{data.path}: fewer than {MIN_RUNG_SPECTRA} normal validation "
+                         f"spectra to calibrate the anomaly scores on")
+    return anomaly.calibrate(scatter, mixture, rungs)
 
 
 def _finish(cube_path: Path, models_dir: Path, state_dir: Path, data: CubeData,
