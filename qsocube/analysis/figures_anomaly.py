@@ -17,6 +17,7 @@ from qsocube.analysis.figures_common import FigureInfo, save
 from qsocube.analysis.io import AnalysisError, Release
 from qsocube.core import anomaly
 from qsocube.core.cube import file_sha256
+from qsocube.core.grid import SDSS_DLOGLAM
 from qsocube.core.onnxmodel import open_session
 from qsocube.core.preprocess import encoder_input, model_input
 
@@ -57,15 +58,16 @@ def calibration_table(release: Release, latent_size: int, seed: int = 0) -> list
     norm = np.asarray(release.spectra["norm"].values)[rows]
     x, w = model_input(pixels["flux"], pixels["ivar"], pixels["mask"], norm)
     rng = np.random.default_rng(seed)
+    # S/N per SDSS pixel (SN_MEDIAN_ALL's footing): a grid pixel averages several of them
+    per_sdss = np.sqrt(np.median(np.diff(np.log10(release.wavelength))) / SDSS_DLOGLAM)
+    native = anomaly.median_snr(x, w) / per_sdss
     out = []
     for sn in SN_LEVELS:
-        valid = w > 0
-        native = np.median(np.where(valid, x * np.sqrt(w), np.nan), axis=1)
         use = np.flatnonzero(native >= sn)  # only spectra that start above the level
         if not use.size:
             continue
-        xs, ws = zip(*(anomaly.degrade(x[use], w[use], sn, rng) for _ in range(COPIES)),
-                     strict=True)
+        xs, ws = zip(*(anomaly.degrade(x[use], w[use], sn * per_sdss, rng)
+                       for _ in range(COPIES)), strict=True)
         xd, wd = np.concatenate(xs), np.concatenate(ws)
         mu, logvar = encoder.run(["mu", "logvar"], {"u": encoder_input(xd)})
         x_hat = decoder.run(["x_hat"], {"z": mu})[0]
@@ -91,7 +93,7 @@ def calibration_figure(table: list[dict], latent_size: int, folder: Path) -> Fig
     left.axhspan(0.5, 1.5, color="0.9")
     left.axhline(1.0, color="0.4", lw=0.8)
     left.set_xscale("log")
-    left.set_xlabel("S/N (median, degraded)")
+    left.set_xlabel("S/N per SDSS pixel (median), degraded to")
     left.set_ylabel("normal quasars scoring > 0.99 (%)")
     right.plot([0, 1], [0, 1], color="0.5", lw=0.8, ls="--")
     right.set_xlabel("fraction of normal quasars")
