@@ -56,10 +56,11 @@ PCA_WEIGHTING = ("inverse-variance weighted, with the VAE's capped weights "
 ENCODE_ROWS = 4096
 MIXTURE_COMPONENTS = 8  # latent-density model: Gaussian components over the training codes
 # The anomaly scores' S/N ladder (median S/N per SDSS pixel, SN_MEDIAN_ALL's footing): a
-# rung needs MIN_RUNG_SPECTRA calibration quasars at least that bright, and is filled with
-# noise draws to about RUNG_SCORES scores.
+# rung needs MIN_RUNG_SPECTRA calibration quasars at least that bright (half of them, in a
+# small cube), and is filled with noise draws to about RUNG_SCORES scores. Fewer distinct
+# quasars make a rung's tail quantiles those of a handful of spectra.
 CALIBRATION_SN = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0)
-MIN_RUNG_SPECTRA = 10
+MIN_RUNG_SPECTRA = 40
 # snr (rms S/N of the reconstruction) over the median S/N of the same spectrum: the rms
 # weighs the bright lines in; measured on the default release's validation quasars
 SNR_PER_MEDIAN_SN = 1.2
@@ -174,7 +175,7 @@ def fit_anomaly(model, data: CubeData, mu: np.ndarray, logvar: np.ndarray,
     for sn in CALIBRATION_SN:
         target = sn * data.grid.sn_per_sdss_pixel * SNR_PER_MEDIAN_SN
         bright = native >= target
-        if bright.sum() < MIN_RUNG_SPECTRA:
+        if bright.sum() < min(MIN_RUNG_SPECTRA, max(len(calibration) // 2, 1)):
             continue
         draws = int(np.clip(np.ceil(RUNG_SCORES / bright.sum()), 1, 20))
         x, w = (np.concatenate(a) for a in zip(*(anomaly.degrade(
