@@ -65,6 +65,7 @@ def degrade(x: np.ndarray, w: np.ndarray, sn: float, rng: np.random.Generator):
 
 def load_release(release: Path, latent: int = LATENT) -> dict[str, np.ndarray]:
     """The cube's model input, labels and the scores the release wrote."""
+    from qsocube.core.anomaly import normal_quasars
     from qsocube.core.cube import model_input_from_cube
 
     with h5py.File(release / "qsocube.h5", "r") as cube:
@@ -77,7 +78,7 @@ def load_release(release: Path, latent: int = LATENT) -> dict[str, np.ndarray]:
                 "is_bal": truth["IS_BAL"][...].astype(bool),
                 **{k: group[k][...] for k in ("latent_mean", "recon_mse", "recon_score",
                                               "density_score", "anomaly_score")}}
-    data["normal"] = (data["object_class"] == "QSO") & (data["artefact"] == "none")
+    data["normal"] = normal_quasars(data["object_class"], data["artefact"])
     data["sn"] = measured_sn(x, w)
     return data
 
@@ -135,6 +136,8 @@ def detection(encoder, survey: Path) -> list[dict]:
     every spectrum encoded from its file like a user's."""
     from astropy.table import Table
 
+    from qsocube.core.anomaly import normal_quasars
+
     truth = Table.read(survey / "truth.fits")
     truth = truth[truth["HAS_SPECTRUM"].astype(bool)]
     encoded = encoder.encode_files([survey / "spectra"])
@@ -146,7 +149,7 @@ def detection(encoder, survey: Path) -> list[dict]:
     artefact = np.char.strip(np.asarray(truth["ARTEFACT"]).astype(str))
     is_bal = np.asarray(truth["IS_BAL"]).astype(bool)
     sn = np.asarray(truth["SN_MEDIAN_ALL"], float)
-    normal = (object_class == "QSO") & (artefact == "none")
+    normal = normal_quasars(object_class, artefact)
     kinds = {"star": object_class == "STAR", "galaxy": object_class == "GALAXY",
              "BAL quasar": normal & is_bal}
     for name in sorted(set(artefact) - {"none"}):

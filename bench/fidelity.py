@@ -79,12 +79,13 @@ def real_model_input(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def simulated(release: Path) -> dict[str, np.ndarray]:
     """The release's simulated normal quasars: model input, truth, latents, chi-square."""
+    from qsocube.core.anomaly import normal_quasars
     from qsocube.core.cube import model_input_from_cube
 
     with h5py.File(release / "qsocube.h5", "r") as cube:
         truth = cube["truth"]
-        normal = ((truth["OBJECT_CLASS"].asstr()[...] == "QSO")
-                  & (truth["ARTEFACT"].asstr()[...] == "none"))
+        normal = normal_quasars(truth["OBJECT_CLASS"].asstr()[...],
+                                truth["ARTEFACT"].asstr()[...])
         rows = np.flatnonzero(normal)
         x, w = model_input_from_cube(cube, rows)
         group = cube[f"models/latent_{LATENT:02d}"]

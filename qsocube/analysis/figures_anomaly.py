@@ -17,7 +17,7 @@ from qsocube.analysis.figures_common import FigureInfo, save
 from qsocube.analysis.io import AnalysisError, Release
 from qsocube.core import anomaly
 from qsocube.core.cube import file_sha256
-from qsocube.core.grid import SDSS_DLOGLAM
+from qsocube.core.grid import WavelengthGrid
 from qsocube.core.onnxmodel import open_session
 from qsocube.core.preprocess import encoder_input, model_input
 
@@ -31,8 +31,7 @@ def _normal_test_rows(release: Release) -> np.ndarray:
     keep = split == 2
     truth = release.truth
     if truth is not None and "OBJECT_CLASS" in truth and "ARTEFACT" in truth:
-        keep &= np.asarray(truth["OBJECT_CLASS"].values).astype(str) == "QSO"
-        keep &= np.asarray(truth["ARTEFACT"].values).astype(str) == "none"
+        keep &= anomaly.normal_quasars(truth["OBJECT_CLASS"].values, truth["ARTEFACT"].values)
     return np.flatnonzero(keep)[:MAX_SPECTRA]
 
 
@@ -59,7 +58,8 @@ def calibration_table(release: Release, latent_size: int, seed: int = 0) -> list
     x, w = model_input(pixels["flux"], pixels["ivar"], pixels["mask"], norm)
     rng = np.random.default_rng(seed)
     # S/N per SDSS pixel (SN_MEDIAN_ALL's footing): a grid pixel averages several of them
-    per_sdss = np.sqrt(np.median(np.diff(np.log10(release.wavelength))) / SDSS_DLOGLAM)
+    wavelength = release.wavelength
+    per_sdss = WavelengthGrid(len(wavelength), wavelength[0], wavelength[-1]).sn_per_sdss_pixel
     native = anomaly.median_snr(x, w) / per_sdss
     out = []
     for sn in SN_LEVELS:

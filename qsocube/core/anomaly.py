@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 
 N_QUANTILES = 1001
+# A simulated cube's truth labels of a normal quasar: the reference population of the scores
+NORMAL_CLASS, NO_ARTEFACT = "QSO", "none"
 EPS = 1e-6  # keeps Fisher's logarithms finite at a score of exactly 1
 DEFINITION = __doc__.split("\n\n", 1)[1].strip()
 
@@ -84,6 +86,15 @@ class AnomalyModel:
         return cls.from_json(Path(path).read_text())
 
 
+def normal_quasars(object_class: np.ndarray, artefact: np.ndarray) -> np.ndarray:
+    """(n,) bool: True where a simulated survey's truth labels (OBJECT_CLASS, ARTEFACT;
+    str or bytes, padded or not) say a normal quasar, not a star, galaxy or artefact."""
+    def labels(values: np.ndarray) -> np.ndarray:
+        return np.char.strip(np.asarray(values).astype(str))
+
+    return (labels(object_class) == NORMAL_CLASS) & (labels(artefact) == NO_ARTEFACT)
+
+
 # ---------------------------------------------------------------- reconstruction part
 def fit_scatter(x: np.ndarray, w: np.ndarray, x_hat: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +135,7 @@ def _recon_and_snr(x: np.ndarray, w: np.ndarray, x_hat: np.ndarray, a: np.ndarra
     pixel (w = 0) has variance 1/0 = inf and adds exactly 0."""
     x, w, x_hat = (np.asarray(v, np.float32) for v in (x, w, x_hat))
     square = np.square(x_hat)
-    signal = np.einsum("ij,ij->i", w, square, dtype=np.float64)
+    sn = _snr_of_square(w, square)
     square *= np.square(b, dtype=np.float32)
     square += np.square(a, dtype=np.float32)
     with np.errstate(divide="ignore"):
@@ -135,8 +146,7 @@ def _recon_and_snr(x: np.ndarray, w: np.ndarray, x_hat: np.ndarray, a: np.ndarra
     chi2 = residual.sum(1, dtype=np.float64)
     n = np.count_nonzero(w > 0, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return (np.where(n > 0, (chi2 - n) / np.sqrt(2.0 * n), np.nan),
-                np.sqrt(signal / n))
+        return np.where(n > 0, (chi2 - n) / np.sqrt(2.0 * n), np.nan), sn
 
 
 # ---------------------------------------------------------------- latent-density part
@@ -248,9 +258,14 @@ def fisher(recon: np.ndarray, density: np.ndarray) -> np.ndarray:
 def snr(w: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
     """rms S/N of the reconstruction over the valid pixels: where a spectrum sits on the
     calibration ladder (NaN without a valid pixel)."""
-    n = (w > 0).sum(1)
+    w = np.asarray(w, np.float32)
+    return _snr_of_square(w, np.square(np.asarray(x_hat, np.float32)))
+
+
+def _snr_of_square(w: np.ndarray, x_hat_squared: np.ndarray) -> np.ndarray:
+    n = np.count_nonzero(w > 0, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.sqrt(np.einsum("ij,ij,ij->i", w, x_hat, x_hat, dtype=np.float64) / n)
+        return np.sqrt(np.einsum("ij,ij->i", w, x_hat_squared, dtype=np.float64) / n)
 
 
 def ladder_fraction(values: np.ndarray, sn: np.ndarray, nodes: np.ndarray,

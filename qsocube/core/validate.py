@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from qsocube.core import layout, onnxmodel, schema
+from qsocube.core.anomaly import N_QUANTILES
 from qsocube.core.cube import file_sha256, load_schema, read_strings
 from qsocube.core.errors import ModelError, Rejection
 from qsocube.core.grid import WavelengthGrid
@@ -222,7 +223,7 @@ def check_anomaly_model(path: Path, encoder_meta: dict[str, str]) -> list[str]:
     spec = schema.load("anomaly_model")["keys"]
     weights = data.get("mixture", {}).get("weights") if isinstance(data, dict) else None
     nodes = data.get("sn_nodes") if isinstance(data, dict) else None
-    sizes = {"P": WavelengthGrid.from_json(encoder_meta["grid"]).n_pix, "Q": 1001,
+    sizes = {"P": WavelengthGrid.from_json(encoder_meta["grid"]).n_pix, "Q": N_QUANTILES,
              "L": int(encoder_meta["latent_size"]),
              "K": len(weights) if isinstance(weights, list) else -1,
              "M": len(nodes) if isinstance(nodes, list) and nodes else -1}

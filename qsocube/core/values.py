@@ -76,8 +76,8 @@ def screen_rows(flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndar
             valid[rows] &= ivar[rows] <= IVAR_RELATIVE_LIMIT * typical_ivar[:, None]
     bad = had_data & ~valid
     counts = np.count_nonzero(bad, axis=1).astype(np.int64)
-    return np.where(huge, 0, flux).astype(flux.dtype), np.where(bad, 0, ivar).astype(
-        ivar.dtype), counts
+    return (np.where(huge, 0, flux).astype(flux.dtype, copy=False),
+            np.where(bad, 0, ivar).astype(ivar.dtype, copy=False), counts)
 
 
 def _lower_medians(valid: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:

@@ -17,7 +17,6 @@ import h5py
 import numpy as np
 
 from qsocube.core import anomaly, defaults, schema
-from qsocube.core.anomaly import fraction_below
 from qsocube.core.cube import file_sha256, model_input_from_cube
 from qsocube.core.errors import ModelError, Rejection
 from qsocube.core.grid import WavelengthGrid
@@ -148,7 +147,7 @@ class Encoder:
                 parts = anomaly.score(self.pair.anomaly, x, w, x_hat, mean[ok], logvar[ok])
                 recon[ok], density[ok], score[ok] = parts.recon, parts.density, parts.combined
             elif self.pair.quantiles is not None:  # a model from before 0.3
-                score[ok] = fraction_below(mse[ok], self.pair.quantiles)
+                score[ok] = anomaly.fraction_below(mse[ok], self.pair.quantiles)
         return Encoded(np.asarray(batch.source, dtype=object), batch.ids["PLATE"],
                        batch.ids["MJD"], batch.ids["FIBERID"],
                        np.asarray(batch.ids["CLASS"], dtype=object), batch.ids["Z"], batch.flag,

@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from qsocube.core.anomaly import normal_quasars
 from qsocube.core.cube import file_sha256, model_input_from_cube
 from qsocube.core.errors import CubeError
 from qsocube.core.grid import WavelengthGrid
@@ -121,8 +122,8 @@ def labelled_normal(cube: h5py.File, n: int) -> np.ndarray:
     normal = np.ones(n, bool)
     truth = cube.get("truth")
     if truth is not None and "OBJECT_CLASS" in truth and "ARTEFACT" in truth:
-        normal &= truth["OBJECT_CLASS"].asstr()[...] == "QSO"
-        normal &= truth["ARTEFACT"].asstr()[...] == "none"
+        normal &= normal_quasars(truth["OBJECT_CLASS"].asstr()[...],
+                                 truth["ARTEFACT"].asstr()[...])
     return normal
 
 
