@@ -184,8 +184,8 @@ def fit_anomaly(model, data: CubeData, mu: np.ndarray, logvar: np.ndarray,
         mean, var, x_rec = encode_all(model, x)
         rungs.append((x, w, x_rec, mean, var))
     if not rungs:
-        raise ModelError(f"{data.path}: fewer than {MIN_RUNG_SPECTRA} normal validation "
-                         f"spectra to calibrate the anomaly scores on")
+        raise ModelError(f"{data.path}: {len(calibration)} normal validation spectra, too "
+                         f"few to calibrate the anomaly scores on")
     return anomaly.calibrate(scatter, mixture, rungs)
 
 
