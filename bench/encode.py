@@ -67,16 +67,18 @@ def build_models(folder: Path, n_pix: int, latent: int = LATENT):
 
 
 def bench_anomaly_model(n_pix: int, latent: int, rungs: int = 12):
-    """An anomaly model of a release's shape (8 mixture components, a 12-rung S/N ladder,
-    1001 quantiles), with made-up numbers: its cost, not its values, is measured."""
+    """An anomaly model of a release's shape (12 mixture components over the code and the
+    redshift, a 12-rung S/N ladder, 1001 quantiles), with made-up numbers: its cost, not
+    its values, is measured."""
     from qsocube.core import anomaly
 
     rng = np.random.default_rng(1)
-    mixture = anomaly.fit_mixture(rng.standard_normal((4000, latent)), k=8)
+    mixture = anomaly.fit_mixture(rng.standard_normal((4000, latent + 1)), k=12)
     tables = np.sort(rng.standard_normal((rungs, 1001)), axis=1)
     return anomaly.AnomalyModel(np.full(n_pix, 0.01, np.float32),
                                 np.full(n_pix, 0.05, np.float32), mixture,
-                                np.geomspace(1.0, 80.0, rungs), tables, tables, tables)
+                                np.geomspace(1.0, 80.0, rungs), tables, tables, tables,
+                                0.35, tables, tables)
 
 
 def _best_rates(calls: dict, batch: int, seconds: float, rounds: int) -> dict[str, float]:
@@ -205,9 +207,10 @@ def run(size: str = "small") -> dict:
             rates["max_abs_diff_mu"] = diff
             result["batches"][batch] = rates
         x = rng.random((4096, n_pix), dtype=np.float32)
-        full = _best_rates({"encode": lambda: encoder.encode(x * 10 + 1, np.ones_like(x))},
+        z = rng.uniform(0.1, 4.0, len(x))
+        full = _best_rates({"encode": lambda: encoder.encode(x * 10 + 1, np.ones_like(x), z=z)},
                            4096, settings["seconds"], 2)
-        # flux and ivar to codes, reconstructions, metrics and the three anomaly scores
+        # flux and ivar to codes, reconstructions, metrics and the four anomaly scores
         result["encode_api_with_decoder_and_metrics_4096_per_s"] = full["encode"]
         result["gemm_gflops"] = gemm_bound(threads)
         result["bound_spectra_per_s"] = result["gemm_gflops"] * 1e9 / flops

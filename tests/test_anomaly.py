@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -67,9 +69,11 @@ def test_degrade_reaches_the_target_sn():
 
 def _codes(rng, w, x_hat):
     """Codes that spread wider the fainter the spectrum, as an encoder's do, so that the
-    density statistic drifts with S/N."""
-    return (rng.standard_normal((len(w), 3)) * (1 + 1 / anomaly.snr(w, x_hat))[:, None],
-            np.full((len(w), 3), np.log(0.01)))
+    density statistic drifts with S/N, and redshifts the codes' first dimension tells."""
+    truth = rng.standard_normal((len(w), 3))
+    z = np.exp(0.8 + 0.3 * truth[:, 0] + 0.03 * rng.standard_normal(len(w))) - 1
+    widen = 1 + 1 / anomaly.snr(w, x_hat)
+    return truth * widen[:, None], np.full((len(w), 3), np.log(0.01)), z
 
 
 def _population(rng, n, sn):
@@ -79,7 +83,9 @@ def _population(rng, n, sn):
 
 def test_ladder_calibration_holds_at_every_sn_even_when_the_statistics_drift():
     rng = np.random.default_rng(5)
-    mixture = anomaly.fit_mixture(rng.standard_normal((2000, 3)), k=2)
+    bright = _population(rng, 2000, 100.0)
+    mixture, scale = anomaly.fit_latent_mixture(bright[3], bright[5], k=2)
+    assert mixture.means.shape == (2, 4) and scale == pytest.approx(0.3, rel=0.1)
     scatter = anomaly.fit_scatter(*_spectra(rng, n=2000, sn=10.0))
     # As training does: bright reference spectra degraded to each rung, many of them. The
     # scores of 3,000 new spectra must then be uniform to within the reference tables' own
@@ -91,17 +97,48 @@ def test_ladder_calibration_holds_at_every_sn_even_when_the_statistics_drift():
         xd, wd = anomaly.degrade(x, w, target, rng, anomaly.snr(w, x_hat))
         rungs.append((xd, wd, x_hat, *_codes(rng, wd, x_hat)))
     model = anomaly.AnomalyModel.from_json(
-        anomaly.calibrate(scatter, mixture, rungs).to_json())
+        anomaly.calibrate(scatter, mixture, rungs, scale).to_json())
     assert np.all(np.diff(model.sn_nodes) > 0) and model.recon_quantiles.shape == (12, 1001)
+    assert model.redshift_scale == scale and model.redshift_quantiles.shape == (12, 1001)
     for sn in (2.0, 5.0, 10.0, 30.0):  # new spectra, made at a fixed noise level
-        scores = anomaly.score(model, *_population(rng, 3000, sn))
-        for name, part in zip(("recon", "density", "combined"), (
-                scores.recon, scores.density, scores.combined), strict=True):
+        population = _population(rng, 3000, sn)
+        scores = anomaly.score(model, *population)
+        without_z = anomaly.score(model, *population[:5])  # the other parts' table
+        assert np.isnan(without_z.redshift).all()
+        for name, part in (("recon", scores.recon), ("density", scores.density),
+                           ("redshift", scores.redshift), ("combined", scores.combined),
+                           ("combined without z", without_z.combined)):
             assert stats.kstest(part, "uniform").statistic < 0.04, (sn, name)
             assert (part > 0.99).mean() == pytest.approx(0.01, abs=0.005), (sn, name)
-    x, w, x_hat, mu, logvar = _population(rng, 3000, 5.0)
+    x, w, x_hat, mu, logvar, z = _population(rng, 3000, 5.0)
     x[:, 100:140] += 1.0  # a feature the model does not have
-    assert np.mean(anomaly.score(model, x, w, x_hat, mu, logvar).combined > 0.99) > 0.95
-    one_rung = anomaly.calibrate(scatter, mixture, rungs[7:8])  # one S/N for all
+    assert np.mean(anomaly.score(model, x, w, x_hat, mu, logvar, z).combined > 0.99) > 0.95
+    # a catalogue redshift the code does not tell: the redshift part finds it (the code's
+    # first dimension sets ln(1 + z) to +-0.03, and these are 0.3 off: ten sigma)
+    x, w, x_hat, mu, logvar, z = _population(rng, 3000, 10.0)
+    wrong = np.expm1(np.log1p(z) + 0.3)
+    misidentified = anomaly.score(model, x, w, x_hat, mu, logvar, wrong)
+    assert np.mean(misidentified.redshift > 0.99) > 0.95
+    assert np.mean(misidentified.combined > 0.99) > 0.9
+    one_rung = anomaly.calibrate(scatter, mixture, rungs[7:8], scale)  # one S/N for all
     faint = anomaly.score(one_rung, *_population(rng, 3000, 2.0))
     assert not 0.005 <= (faint.combined > 0.99).mean() <= 0.015
+
+
+def test_a_model_from_before_the_redshift_part_still_scores():
+    """An anomaly model written without the redshift part (release 0.4) reads, and scores
+    with the two parts it has."""
+    rng = np.random.default_rng(6)
+    codes = rng.standard_normal((2000, 3))
+    mixture = anomaly.fit_mixture(codes, k=2)
+    scatter = anomaly.fit_scatter(*_spectra(rng, n=2000, sn=10.0))
+    rungs = [(*_spectra(rng, n=1000, sn=sn), rng.standard_normal((1000, 3)),
+              np.full((1000, 3), np.log(0.01)), None) for sn in (3.0, 10.0)]
+    body = json.loads(anomaly.calibrate(scatter, mixture, rungs).to_json())
+    for key in ("redshift_scale", "redshift_quantiles", "combined_redshift_quantiles"):
+        del body[key]
+    model = anomaly.AnomalyModel.from_json(json.dumps(body))
+    x, w, x_hat = _spectra(rng, n=500, sn=5.0)
+    scores = anomaly.score(model, x, w, x_hat, rng.standard_normal((500, 3)),
+                           np.full((500, 3), np.log(0.01)), np.full(500, 2.0))
+    assert np.isnan(scores.redshift).all() and np.isfinite(scores.combined).all()

@@ -22,7 +22,7 @@ from qsocube.core.validate import check_encode_output, check_onnx, check_vac, va
 
 def test_every_product_has_a_schema_with_one_version() -> None:
     versions = {schema.load(p)["schema_version"] for p in schema.PRODUCTS}
-    assert versions == {schema.load("cube")["schema_version"]} == {"1.2.0"}
+    assert versions == {schema.load("cube")["schema_version"]} == {"1.3.0"}
     rejected = schema.load("cube")["groups"]["/rejected"]["variables"]["reason_code"]
     assert rejected["flags"] == "Rejection" and rejected["dtype"] == "uint8"
 
@@ -32,7 +32,8 @@ def test_the_catalogue_and_the_encode_output_name_a_quantity_the_same_way() -> N
     out = {c.name: c for c in schema.columns("encode_output", [9])}
     shared = sorted(set(vac) & set(out))
     assert shared == ["ANOMALY_SCORE_09", "DENSITY_SCORE_09", "FIBERID", "LATENT_MEAN_09",
-                      "MJD", "PLATE", "RECON_CHI2_09", "RECON_MSE_09", "RECON_SCORE_09", "Z"]
+                      "MJD", "PLATE", "RECON_CHI2_09", "RECON_MSE_09", "RECON_SCORE_09",
+                      "REDSHIFT_SCORE_09", "Z"]
     for name in shared:
         assert vac[name].units == out[name].units, name
     for name in ("LATENT_MEAN_09", "RECON_MSE_09", "RECON_CHI2_09", "RECON_SCORE_09",
@@ -51,7 +52,7 @@ def test_the_exporter_writes_every_key_of_the_metadata_schema() -> None:
     assert set(onnxmodel.release_keys("encoder")) == set(keys) - old
     assert set(onnxmodel.release_keys("decoder")) == set(keys) - old - {"anomaly_model",
                                                                          "anomaly_sha256"}
-    good = {"product_version": "0.3.0", "schema_version": "1.2.0", "role": "decoder",
+    good = {"product_version": "0.4.0", "schema_version": "1.3.0", "role": "decoder",
             "partner": "e.onnx", "latent_size": "3", "grid": '{"n_pix": 1500, "wave_max": '
             '9000.0, "wave_min": 3625.0}', "normalisation": "n", "resampling_method": "rebin",
             "input_layout": "{}"}

@@ -84,8 +84,10 @@ def test_written_codes_and_metrics_match_the_onnx_models(release):
         group = cube["models/latent_09"]
         mu, mse, chi2 = group["latent_mean"][...], group["recon_mse"][...], group["recon_chi2"][...]
         logvar, pca = group["latent_logvar"][...], group["pca_mse"][...]
-        written = [group[k][...] for k in ("recon_score", "density_score", "anomaly_score")]
+        written = [group[k][...] for k in ("recon_score", "density_score", "redshift_score",
+                                           "anomaly_score")]
         anomaly_file = group.attrs["anomaly_model"]
+        z = cube["catalog/Z"][...]
     o_mu, _ = onnx_outputs(models / "infovae_latent09_encoder.onnx", encoder_input(x))
     (x_hat,) = onnx_outputs(models / "infovae_latent09_decoder.onnx", o_mu)
     np.testing.assert_allclose(o_mu, mu, atol=1e-5)
@@ -96,15 +98,18 @@ def test_written_codes_and_metrics_match_the_onnx_models(release):
     assert meta["anomaly_model"] == anomaly_file == "infovae_latent09_anomaly.json"
     assert meta["anomaly_sha256"] == file_sha256(models / anomaly_file)
     model = anomaly.AnomalyModel.read(models / anomaly_file)
-    scores = anomaly.score(model, x, w, x_hat, mu, logvar)
-    for got, want in zip(written[:2], (scores.recon, scores.density), strict=True):
+    assert model.mixture.means.shape[1] == 10 and model.redshift_scale > 0
+    scores = anomaly.score(model, x, w, x_hat, mu, logvar, z)
+    for got, want in zip(written[:3], (scores.recon, scores.density, scores.redshift),
+                         strict=True):
         # ONNX against torch reconstructions: equal, but for a spectrum sitting on the last
         # of the few dozen reference quantiles, where a 1e-7 difference is a step
         assert np.mean(np.abs(got - want) > 1e-4) <= 0.01
-    # the combination of the written parts, on the S/N ladder
-    combined = anomaly.ladder_fraction(anomaly.fisher(*written[:2]), anomaly.snr(w, x_hat),
-                                       model.sn_nodes, model.combined_quantiles)
-    assert np.mean(np.abs(written[2] - combined) > 1e-4) <= 0.01
+    # the combination of the written parts (all three: every spectrum has a redshift), on
+    # the S/N ladder
+    combined = anomaly.ladder_fraction(anomaly.fisher(*written[:3]), anomaly.snr(w, x_hat),
+                                       model.sn_nodes, model.combined_redshift_quantiles)
+    assert np.mean(np.abs(written[3] - combined) > 1e-4) <= 0.01
     assert all(np.isfinite(s).all() and ((s >= 0) & (s <= 1)).all() for s in written)
     assert np.isfinite(pca).all() and (pca > 0).all()
 

@@ -56,6 +56,8 @@ def calibration_table(release: Release, latent_size: int, seed: int = 0) -> list
     pixels = release.pixels(rows)
     norm = np.asarray(release.spectra["norm"].values)[rows]
     x, w = model_input(pixels["flux"], pixels["ivar"], pixels["mask"], norm)
+    z = (np.asarray(release.catalog["Z"].values, np.float64)[rows] if "Z" in release.catalog
+         else np.full(len(rows), np.nan))
     rng = np.random.default_rng(seed)
     # S/N per SDSS pixel (SN_MEDIAN_ALL's footing): a grid pixel averages several of them
     wavelength = release.wavelength
@@ -71,7 +73,7 @@ def calibration_table(release: Release, latent_size: int, seed: int = 0) -> list
         xd, wd = np.concatenate(xs), np.concatenate(ws)
         mu, logvar = encoder.run(["mu", "logvar"], {"u": encoder_input(xd)})
         x_hat = decoder.run(["x_hat"], {"z": mu})[0]
-        scores = anomaly.score(model, xd, wd, x_hat, mu, logvar)
+        scores = anomaly.score(model, xd, wd, x_hat, mu, logvar, np.tile(z[use], COPIES))
         out.append({"sn": sn, "n_spectra": int(use.size), "n_scored": int(len(xd)),
                     "share_above_099": float(np.mean(scores.combined > 0.99)),
                     "scores": scores})

@@ -117,7 +117,8 @@ def outliers(release: Release, latent_size: int, folder: Path, k: int = 8
     mse = np.asarray(model.data["recon_mse"].values, np.float64)
     chi2 = np.asarray(model.data["recon_chi2"].values, np.float64)
     parts = {name: (np.asarray(model.data[name].values, np.float64) if name in model.data
-                    else np.full(len(score), np.nan)) for name in ("recon_score", "density_score")}
+                    else np.full(len(score), np.nan)) for name in ("recon_score", "density_score",
+                                                                "redshift_score")}
     rows = top_anomalies(score, mse, k)
     if not rows.size:
         return None, []
@@ -130,6 +131,7 @@ def outliers(release: Release, latent_size: int, folder: Path, k: int = 8
                       "SDSS_NAME": sdss, "Z": z, "anomaly_score": score[row],
                       "recon_score": parts["recon_score"][row],
                       "density_score": parts["density_score"][row],
+                      "redshift_score": parts["redshift_score"][row],
                       "recon_mse": mse[row], "recon_chi2": chi2[row]})
         titles.append(f"#{rank} {spec_id} {sdss}  z = {z:.3f}  score = {score[row]:.3f}  "
                       f"MSE = {mse[row]:.3g}")

@@ -88,11 +88,14 @@ def _mse_section(rows: list[dict], subset: str, fig: FigureInfo) -> str:
 
 ANOMALY_TEXT = (
     "The anomaly score is the fraction of normal quasars that look more usual than a "
-    "spectrum: 0.99 means more unusual than 99% of them, at any S/N. It combines two parts, "
-    "each such a fraction: the reconstruction part, a chi-square of the reconstruction in "
-    "which the model's own error (learned per pixel on validation spectra) adds to the "
-    "noise, and the latent-density part, how rare the spectrum's code is among the "
-    "training codes (a Gaussian mixture widened by the code's own uncertainty).")
+    "spectrum: 0.99 means more unusual than 99% of them, at any S/N. It combines three "
+    "parts, each such a fraction: the reconstruction part, a chi-square of the "
+    "reconstruction in which the model's own error (learned per pixel on validation spectra) "
+    "adds to the noise; the latent-density part, how rare the spectrum's code is among the "
+    "training codes (a Gaussian mixture widened by the code's own uncertainty); and the "
+    "redshift part, how unlikely the catalogue redshift is for a quasar with that code (a "
+    "star, a galaxy or a misidentified line). Without a known redshift it combines the "
+    "first two.")
 
 
 def _outlier_section(fig: FigureInfo | None, rows: list[dict],
@@ -100,11 +103,11 @@ def _outlier_section(fig: FigureInfo | None, rows: list[dict],
     if fig is None:
         return "<p class='note'>No anomaly scores in this release.</p>"
     body = [[r["rank"], r["spec_id"], r["SDSS_NAME"], r["spectrum"], r["Z"],
-             r["anomaly_score"], r["recon_score"], r["density_score"], r["recon_mse"],
-             r["recon_chi2"]] for r in rows]
+             r["anomaly_score"], r["recon_score"], r["density_score"], r["redshift_score"],
+             r["recon_mse"], r["recon_chi2"]] for r in rows]
     html = (f"<p>{esc(ANOMALY_TEXT)}</p>" + figure(fig)
             + table(["rank", "spec_id", "SDSS_NAME", "cube row", "Z", "anomaly score",
-                     "reconstruction part", "latent-density part", "MSE",
+                     "reconstruction part", "latent-density part", "redshift part", "MSE",
                      "reduced &chi;&sup2;"], body, left=3))
     if calibration_fig is not None:
         html += figure(calibration_fig) + table(

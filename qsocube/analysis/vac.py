@@ -78,6 +78,7 @@ def _fetchers(size: int | None) -> dict[str, Callable[[Release], np.ndarray]]:
                 f"RECON_CHI2_{key}": _model_var(size, "recon_chi2", "f4"),
                 f"RECON_SCORE_{key}": _model_var(size, "recon_score", "f4"),
                 f"DENSITY_SCORE_{key}": _model_var(size, "density_score", "f4"),
+                f"REDSHIFT_SCORE_{key}": _model_var(size, "redshift_score", "f4"),
                 f"ANOMALY_SCORE_{key}": _model_var(size, "anomaly_score", "f4"),
                 f"ANOMALY_RANK_{key}": _rank(size)}
     return {

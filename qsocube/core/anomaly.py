@@ -2,7 +2,7 @@
 
 ``anomaly_score`` of a spectrum is the fraction of normal quasars (the validation split)
 that look more usual than it: 0.99 means more unusual than 99% of them, at any S/N. It
-combines two parts, each itself such a fraction:
+combines up to three parts, each itself such a fraction:
 
 - ``recon_score``: how badly the model reconstructs the spectrum *given its noise*. The
   statistic is a standardised chi-square, t = (chi2 - n) / sqrt(2 n), where chi2 sums
@@ -15,9 +15,15 @@ combines two parts, each itself such a fraction:
   minus the log density of a Gaussian mixture fitted to them, each component widened by
   the code's own posterior variance exp(logvar), so a noisy spectrum's uncertain code is
   not an outlier for being uncertain.
+- ``redshift_score``: how unlikely the catalogue redshift is for a quasar with this code:
+  minus the log of p(ln(1 + z) | code), the conditional of the same mixture fitted to the
+  training codes joined with their ln(1 + z). A star or galaxy taken for a quasar, or a
+  quasar with a misidentified line's redshift, has a code that says one redshift while
+  the catalogue says another. NaN where the redshift is unknown.
 
-The parts combine by Fisher's rule, -2 [ln(1 - recon) + ln(1 - density)], and that too is
-turned into a fraction of the reference spectra.
+The parts combine by Fisher's rule, -2 sum ln(1 - part), and that too is turned into a
+fraction of the reference spectra (with a table of its own for spectra without a
+redshift, whose score combines the other two parts).
 
 Every fraction is taken among reference spectra *of the same S/N*: the reference quasars
 are degraded to a ladder of S/N values, each rung keeps its own quantile tables, and a
@@ -46,7 +52,8 @@ DEFINITION = __doc__.split("\n\n", 1)[1].strip()
 
 @dataclass(frozen=True)
 class Mixture:
-    """A Gaussian mixture in latent space: weights (K,), means (K, L), covariances (K, L, L)."""
+    """A Gaussian mixture: weights (K,), means (K, D), covariances (K, D, D). D is the
+    latent size L, or L + 1 with ln(1 + z) / redshift_scale as the last coordinate."""
 
     weights: np.ndarray
     means: np.ndarray
@@ -63,10 +70,16 @@ class AnomalyModel:
     sn_nodes: np.ndarray  # (M,) increasing: the rungs' S/N (median snr of their spectra)
     recon_quantiles: np.ndarray  # (M, N_QUANTILES) of t over each rung's reference spectra
     density_quantiles: np.ndarray  # (M, N_QUANTILES) of minus log density
-    combined_quantiles: np.ndarray  # (M, N_QUANTILES) of Fisher's statistic
+    combined_quantiles: np.ndarray  # (M, N_QUANTILES) of Fisher's statistic of recon, density
+    # The redshift part (None in models from before it): the mixture's last coordinate is
+    # ln(1 + z) / redshift_scale, the training quasars' spread of ln(1 + z).
+    redshift_scale: float | None = None
+    redshift_quantiles: np.ndarray | None = None  # (M, N_QUANTILES) of -ln p(z | code)
+    combined_redshift_quantiles: np.ndarray | None = None  # Fisher's of all three parts
 
     def to_json(self) -> str:
-        body = {k: np.asarray(v).tolist() for k, v in asdict(self).items() if k != "mixture"}
+        body = {k: (None if v is None else np.asarray(v).tolist())
+                for k, v in asdict(self).items() if k != "mixture"}
         body["mixture"] = {k: np.asarray(v).tolist() for k, v in asdict(self.mixture).items()}
         return json.dumps({"definition": DEFINITION, **body})
 
@@ -75,11 +88,15 @@ class AnomalyModel:
         data = json.loads(text)
         mixture = Mixture(*(np.asarray(data["mixture"][k], np.float64)
                             for k in ("weights", "means", "covariances")))
+        scale = data.get("redshift_scale")
         return cls(np.asarray(data["scatter_const"], np.float32),
                    np.asarray(data["scatter_frac"], np.float32), mixture,
                    *(np.asarray(data[k], np.float64) for k in
                      ("sn_nodes", "recon_quantiles", "density_quantiles",
-                      "combined_quantiles")))
+                      "combined_quantiles")),
+                   None if scale is None else float(scale),
+                   *(None if data.get(k) is None else np.asarray(data[k], np.float64)
+                     for k in ("redshift_quantiles", "combined_redshift_quantiles")))
 
     @classmethod
     def read(cls, path: str | Path) -> AnomalyModel:
@@ -166,7 +183,7 @@ def fit_mixture(codes: np.ndarray, k: int = 8, iterations: int = 200, seed: int 
     weights = np.full(k, 1 / k)
     previous = -np.inf
     for _ in range(iterations):
-        log_r = _component_log_density(codes, Mixture(weights, means, covs), None)
+        log_r = _component_log_density(codes, Mixture(weights, means, covs))
         log_norm = _logsumexp(log_r)
         resp = np.exp(log_r - log_norm[:, None])
         nk = resp.sum(0) + 1e-12
@@ -187,53 +204,95 @@ def _logsumexp(a: np.ndarray) -> np.ndarray:
     return top + np.log(np.exp(a - top[:, None]).sum(axis=1))
 
 
-def _component_log_density(codes: np.ndarray, mixture: Mixture, variance: np.ndarray | None
-                           ) -> np.ndarray:
-    """(n, K) log of weight_k N(code; mean_k, cov_k + diag(variance)).
-
-    Without ``variance`` each component's Cholesky factor is computed once; with it, each
-    (code, component) pair has its own covariance, factorised all at once by
-    ``_cholesky_quadratic`` (a loop over the latent dimensions, not over the codes).
-    """
+def _component_log_density(codes: np.ndarray, mixture: Mixture) -> np.ndarray:
+    """(n, K) log of weight_k N(code; mean_k, cov_k), each component factorised once."""
     dim = codes.shape[1]
-    diff = codes[:, None, :] - mixture.means[None, :, :]  # (n, K, L)
-    if variance is None:
-        chol = np.linalg.cholesky(mixture.covariances)  # (K, L, L)
-        sol = np.linalg.solve(chol[None], diff[..., None])[..., 0]
-        quad = np.square(sol).sum(-1)
-        logdet = 2 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(1)[None, :]
-    else:  # laid out (L, L, n, K): every step below is one contiguous operation
-        full = np.ascontiguousarray(np.broadcast_to(
-            np.transpose(mixture.covariances, (1, 2, 0))[:, :, None, :],
-            (dim, dim, len(codes), len(mixture.weights))))
-        for j in range(dim):
-            full[j, j] += variance[:, j, None]
-        quad, logdet = _cholesky_quadratic(full, np.moveaxis(diff, -1, 0))
+    diff = codes[:, None, :] - mixture.means[None, :, :]  # (n, K, D)
+    chol = np.linalg.cholesky(mixture.covariances)  # (K, D, D)
+    sol = np.linalg.solve(chol[None], diff[..., None])[..., 0]
+    quad = np.square(sol).sum(-1)
+    logdet = 2 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(1)[None, :]
     return np.log(mixture.weights)[None, :] - 0.5 * (quad + logdet + dim * np.log(2 * np.pi))
 
 
-def _cholesky_quadratic(cov: np.ndarray, diff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For covariances (L, L, ...) and vectors (L, ...): diff^T cov^-1 diff and log det cov,
-    by a Cholesky factorisation and forward substitution vectorised over the trailing axes
-    (numpy's batched linalg loops over tiny matrices one by one)."""
+def _widened_log_densities(codes: np.ndarray, mixture: Mixture, variance: np.ndarray
+                           ) -> list[np.ndarray]:
+    """For d = 1..D, the (n, K) log of weight_k N(code[:d]; mean_k[:d], (cov_k +
+    diag(variance))[:d, :d]): the marginals of every leading block come free with one
+    Cholesky factorisation, whose leading blocks are theirs. Each (code, component) pair
+    has its own covariance, factorised all at once by ``_cholesky_steps`` (a loop over the
+    dimensions, not over the codes)."""
+    dim = codes.shape[1]
+    diff = codes[:, None, :] - mixture.means[None, :, :]  # (n, K, D)
+    # laid out (D, D, n, K): every step below is one contiguous operation
+    full = np.ascontiguousarray(np.broadcast_to(
+        np.transpose(mixture.covariances, (1, 2, 0))[:, :, None, :],
+        (dim, dim, len(codes), len(mixture.weights))))
+    for j in range(dim):
+        full[j, j] += variance[:, j, None]
+    log_weights = np.log(mixture.weights)[None, :]
+    return [log_weights - 0.5 * (quad + logdet + (d + 1) * np.log(2 * np.pi))
+            for d, (quad, logdet) in enumerate(_cholesky_steps(full, np.moveaxis(diff, -1, 0)))]
+
+
+def _cholesky_steps(cov: np.ndarray, diff: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For covariances (D, D, ...) and vectors (D, ...): after each dimension d, the leading
+    block's diff^T cov^-1 diff and log det cov, by a Cholesky factorisation and forward
+    substitution vectorised over the trailing axes (numpy's batched linalg loops over tiny
+    matrices one by one)."""
     dim = cov.shape[0]
     chol = np.zeros_like(cov)
     y = np.zeros_like(diff)
+    quad, logdet, steps = 0.0, 0.0, []
     for j in range(dim):
         row = chol[j, :j]  # (j, ...)
         pivot = np.sqrt(cov[j, j] - np.square(row).sum(0))
         chol[j, j] = pivot
         chol[j + 1:, j] = (cov[j + 1:, j] - (chol[j + 1:, :j] * row[None]).sum(1)) / pivot
         y[j] = (diff[j] - (row * y[:j]).sum(0)) / pivot
-    logdet = 2 * sum(np.log(chol[j, j]) for j in range(dim))
-    return np.square(y).sum(0), logdet
+        quad, logdet = quad + np.square(y[j]), logdet + 2 * np.log(pivot)
+        steps.append((quad, logdet))
+    return steps
 
 
 def density_statistic(mu: np.ndarray, logvar: np.ndarray, mixture: Mixture) -> np.ndarray:
-    """Minus the log density of each code under the mixture widened by its own variance."""
+    """Minus the log density of each code under the mixture widened by its own variance
+    (the mixture's marginal over the code, if it also holds the redshift)."""
+    return latent_statistics(mu, logvar, None, mixture, None)[0]
+
+
+def redshift_coordinate(z: np.ndarray, scale: float) -> np.ndarray:
+    """The mixture's redshift coordinate, ln(1 + z) / scale (NaN for an unknown or
+    unphysical redshift)."""
+    z = np.asarray(z, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(np.isfinite(z) & (z > -1), np.log1p(np.where(z > -1, z, 0)) / scale,
+                        np.nan)
+
+
+def latent_statistics(mu: np.ndarray, logvar: np.ndarray, z: np.ndarray | None,
+                      mixture: Mixture, redshift_scale: float | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(density, redshift) statistics of each code, in one factorisation: minus the log
+    density of the code, and minus the log conditional density of its redshift given the
+    code, p(code, z) / p(code) (NaN where z is unknown or the mixture has no redshift)."""
+    mu = np.asarray(mu, np.float64)
+    n, size = mu.shape
     variance = np.exp(np.clip(np.asarray(logvar, np.float64), -30, 10))
-    stat = -_logsumexp(_component_log_density(np.asarray(mu, np.float64), mixture, variance))
-    return np.where(np.isfinite(mu).all(1), stat, np.nan)
+    with_z = mixture.means.shape[1] == size + 1  # its code marginal ignores the coordinate
+    coordinate = (np.full(n, np.nan) if z is None or redshift_scale is None
+                  else redshift_coordinate(z, redshift_scale))
+    if with_z:  # the catalogue's redshift error (~0.001) is far below the mixture's ridge
+        codes = np.column_stack([mu, np.nan_to_num(coordinate)])
+        variance = np.column_stack([variance, np.zeros(n)])
+    else:
+        codes = mu
+    logs = _widened_log_densities(codes, mixture, variance)
+    density = -_logsumexp(logs[size - 1])
+    redshift = (-_logsumexp(logs[size]) - density) if with_z else np.full(n, np.nan)
+    known = np.isfinite(mu).all(1)
+    return (np.where(known, density, np.nan),
+            np.where(known & np.isfinite(coordinate), redshift, np.nan))
 
 
 # ---------------------------------------------------------------- calibration
@@ -250,9 +309,9 @@ def fraction_below(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(values), scores, np.nan)
 
 
-def fisher(recon: np.ndarray, density: np.ndarray) -> np.ndarray:
-    """Fisher's combination of two scores (each the fraction of references below)."""
-    return -2 * (np.log(np.clip(1 - recon, EPS, 1)) + np.log(np.clip(1 - density, EPS, 1)))
+def fisher(*parts: np.ndarray) -> np.ndarray:
+    """Fisher's combination of scores (each the fraction of references below)."""
+    return -2 * sum(np.log(np.clip(1 - part, EPS, 1)) for part in parts)
 
 
 def snr(w: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
@@ -309,20 +368,30 @@ def ladder_fraction(values: np.ndarray, sn: np.ndarray, nodes: np.ndarray,
 class Scores:
     recon: np.ndarray  # float32 (n,)
     density: np.ndarray
+    redshift: np.ndarray  # NaN where the redshift is unknown
     combined: np.ndarray
 
 
 def score(model: AnomalyModel, x: np.ndarray, w: np.ndarray, x_hat: np.ndarray,
-          mu: np.ndarray, logvar: np.ndarray) -> Scores:
-    """The three calibrated scores of each spectrum (NaN where it has no valid pixel)."""
+          mu: np.ndarray, logvar: np.ndarray, z: np.ndarray | None = None) -> Scores:
+    """The calibrated scores of each spectrum (NaN where it has no valid pixel). ``z`` is
+    its catalogue redshift (NaN or None where unknown: the score then combines the other
+    two parts)."""
     t, sn = _recon_and_snr(x, w, x_hat, model.scatter_const, model.scatter_frac)
     recon = ladder_fraction(t, sn, model.sn_nodes, model.recon_quantiles)
-    density = ladder_fraction(density_statistic(mu, logvar, model.mixture), sn,
-                              model.sn_nodes, model.density_quantiles)
+    d, r = latent_statistics(mu, logvar, z, model.mixture, model.redshift_scale)
+    density = ladder_fraction(d, sn, model.sn_nodes, model.density_quantiles)
+    both = np.isfinite(recon) & np.isfinite(density)
     combined = ladder_fraction(fisher(recon, density), sn, model.sn_nodes,
                                model.combined_quantiles)
-    combined = np.where(np.isfinite(recon) & np.isfinite(density), combined, np.nan)
-    return Scores(*(s.astype(np.float32) for s in (recon, density, combined)))
+    redshift = np.full(len(recon), np.nan)
+    if model.redshift_quantiles is not None and np.isfinite(r).any():
+        redshift = ladder_fraction(r, sn, model.sn_nodes, model.redshift_quantiles)
+        all_three = ladder_fraction(fisher(recon, density, redshift), sn, model.sn_nodes,
+                                    model.combined_redshift_quantiles)
+        combined = np.where(np.isfinite(redshift), all_three, combined)
+    combined = np.where(both, combined, np.nan)
+    return Scores(*(s.astype(np.float32) for s in (recon, density, redshift, combined)))
 
 
 def median_snr(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -345,25 +414,54 @@ def degrade(x: np.ndarray, w: np.ndarray, target_sn: float, rng: np.random.Gener
     return noisy.astype(np.float32), np.where(valid, w / factor, 0.0).astype(np.float32)
 
 
-Reference = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+Reference = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def redshift_scale(z: np.ndarray) -> float:
+    """The spread of ln(1 + z) among the training quasars: the redshift coordinate's unit,
+    so that it weighs in the mixture like a latent dimension."""
+    return float(np.nanstd(np.log1p(np.asarray(z, np.float64))))
+
+
+def fit_latent_mixture(mu: np.ndarray, z: np.ndarray | None, k: int, seed: int = 0
+                       ) -> tuple[Mixture, float | None]:
+    """The mixture of the training quasars' codes joined with their redshift coordinate
+    (those with a known redshift), and its scale; without redshifts, of the codes alone."""
+    known = np.zeros(len(mu), bool) if z is None else np.isfinite(np.asarray(z, float))
+    if known.sum() < 2:
+        return fit_mixture(mu, k=k, seed=seed), None
+    scale = redshift_scale(np.asarray(z)[known])
+    joined = np.column_stack([mu[known], redshift_coordinate(np.asarray(z)[known], scale)])
+    return fit_mixture(joined, k=k, seed=seed), scale
 
 
 def calibrate(scatter: tuple[np.ndarray, np.ndarray], mixture: Mixture,
-              rungs: list[Reference]) -> AnomalyModel:
+              rungs: list[Reference], scale: float | None = None) -> AnomalyModel:
     """An AnomalyModel from reference spectra of normal quasars at each rung of an S/N
-    ladder: per rung (x, w, x_hat, mu, logvar), the same quasars degraded to that S/N. The
-    scatter (a, b) should come from other spectra, so the scores are not calibrated on the
-    spectra that set it. Rungs come out ordered by their median ``snr``."""
+    ladder: per rung (x, w, x_hat, mu, logvar, z), the same quasars degraded to that S/N
+    (z their catalogue redshifts, or None). ``scale`` is the mixture's redshift unit if it
+    holds one (``fit_latent_mixture``). The scatter (a, b) should come from other
+    spectra, so the scores are not calibrated on the spectra that set it. Rungs come out
+    ordered by their median ``snr``."""
     a, b = scatter
-    nodes, q_recon, q_density, q_combined = [], [], [], []
-    for x, w, x_hat, mu, logvar in rungs:
+    nodes: list[float] = []
+    tables: dict[str, list[np.ndarray]] = {k: [] for k in (
+        "recon", "density", "combined", "redshift", "combined_redshift")}
+    for x, w, x_hat, mu, logvar, z in rungs:
         t = recon_statistic(x, w, x_hat, a, b)
-        d = density_statistic(mu, logvar, mixture)
-        qr, qd = quantiles(t), quantiles(d)
+        d, r = latent_statistics(mu, logvar, z, mixture, scale)
         nodes.append(float(np.nanmedian(snr(w, x_hat))))
-        q_recon.append(qr)
-        q_density.append(qd)
-        q_combined.append(quantiles(fisher(fraction_below(t, qr), fraction_below(d, qd))))
+        parts = []
+        for name, statistic in (("recon", t), ("density", d), ("redshift", r)):
+            tables[name].append(quantiles(statistic))
+            parts.append(fraction_below(statistic, tables[name][-1]))
+        tables["combined"].append(quantiles(fisher(*parts[:2])))
+        tables["combined_redshift"].append(quantiles(fisher(*parts)))
     order = np.argsort(nodes)
-    return AnomalyModel(a, b, mixture, np.asarray(nodes)[order],
-                        *(np.asarray(q)[order] for q in (q_recon, q_density, q_combined)))
+    ordered = {k: np.asarray(v)[order] for k, v in tables.items()}
+    has_redshift = scale is not None and bool(np.isfinite(ordered["redshift"]).all())
+    return AnomalyModel(a, b, mixture, np.asarray(nodes)[order], ordered["recon"],
+                        ordered["density"], ordered["combined"],
+                        scale if has_redshift else None,
+                        ordered["redshift"] if has_redshift else None,
+                        ordered["combined_redshift"] if has_redshift else None)

@@ -227,10 +227,14 @@ def check_anomaly_model(path: Path, encoder_meta: dict[str, str]) -> list[str]:
              "L": int(encoder_meta["latent_size"]),
              "K": len(weights) if isinstance(weights, list) else -1,
              "M": len(nodes) if isinstance(nodes, list) and nodes else -1}
+    with_redshift = isinstance(data, dict) and data.get("redshift_scale") is not None
+    sizes["D"] = sizes["L"] + with_redshift
     problems = []
 
     def check(entries: dict, values: object, where: str) -> None:
         for key, entry in entries.items():
+            if entry.get("optional") and not with_redshift:  # the redshift part's keys
+                continue
             if not isinstance(values, dict) or key not in values:
                 problems.append(f"{path.name}: {where}{key} missing")
                 continue
@@ -242,6 +246,9 @@ def check_anomaly_model(path: Path, encoder_meta: dict[str, str]) -> list[str]:
                 if array.shape != want or not np.isfinite(array).all():
                     problems.append(f"{path.name}: {where}{key} has shape {array.shape}, "
                                     f"schema says {want} of finite numbers")
+            elif entry["type"] == "float" and not (
+                    isinstance(values[key], int | float) and 0 < values[key] < np.inf):
+                problems.append(f"{path.name}: {where}{key} is not a positive number")
     check(spec, data, "")
     if not problems and np.any(np.diff(np.asarray(nodes, float)) <= 0):
         problems.append(f"{path.name}: sn_nodes are not increasing")

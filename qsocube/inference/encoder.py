@@ -59,6 +59,7 @@ class Encoded:
     recon_chi2: np.ndarray  # float32: reduced chi-square of the reconstruction
     recon_score: np.ndarray  # float32: noise-aware reconstruction part of the anomaly score
     density_score: np.ndarray  # float32: latent-density part of the anomaly score
+    redshift_score: np.ndarray  # float32: catalogue-redshift part (NaN without a redshift)
     anomaly_score: np.ndarray  # float32: fraction of normal quasars more usual than this one
 
     def __len__(self) -> int:
@@ -137,31 +138,36 @@ class Encoder:
         ok = batch.flag == Rejection.ok
         mean = np.full((n, size), np.nan, np.float32)
         logvar = mean.copy()
-        mse, chi2, recon, density, score = (np.full(n, np.nan, np.float32) for _ in range(5))
+        mse, chi2, recon, density, redshift, score = (np.full(n, np.nan, np.float32)
+                                                      for _ in range(6))
         if ok.any():
             x, w = batch.x[ok], batch.w[ok]
             mean[ok], logvar[ok] = self.latent(x)
             x_hat = self.reconstruct(mean[ok])
             mse[ok], chi2[ok] = reconstruction_metrics(x, w, x_hat, size)
             if self.pair.anomaly is not None:
-                parts = anomaly.score(self.pair.anomaly, x, w, x_hat, mean[ok], logvar[ok])
+                parts = anomaly.score(self.pair.anomaly, x, w, x_hat, mean[ok], logvar[ok],
+                                      batch.ids["Z"][ok])
                 recon[ok], density[ok], score[ok] = parts.recon, parts.density, parts.combined
+                redshift[ok] = parts.redshift
             elif self.pair.quantiles is not None:  # a model from before 0.3
                 score[ok] = anomaly.fraction_below(mse[ok], self.pair.quantiles)
         return Encoded(np.asarray(batch.source, dtype=object), batch.ids["PLATE"],
                        batch.ids["MJD"], batch.ids["FIBERID"],
                        np.asarray(batch.ids["CLASS"], dtype=object), batch.ids["Z"], batch.flag,
                        np.asarray(batch.reason, dtype=object), batch.covered_fraction, mean,
-                       logvar, mse, chi2, recon, density, score)
+                       logvar, mse, chi2, recon, density, redshift, score)
 
     def encode(self, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray | None = None,
                names: Iterable[str] | None = None, batch_size: int = 4096,
-               norm: np.ndarray | None = None) -> Encoded:
+               norm: np.ndarray | None = None, z: np.ndarray | None = None) -> Encoded:
         """Encode spectra already on the model's grid: flux and ivar of shape (n, n_pix).
 
         Pixels with ivar == 0, NaN or inf (or mask != 0) are masked; each spectrum is
         normalised by the median of its valid flux, as the builder does, unless ``norm``
         (n,) gives the normalisation (ones for flux already normalised, e.g. a cube's).
+        ``z`` (n,) are the catalogue redshifts, NaN where unknown: without one, the anomaly
+        score combines the reconstruction and density parts alone.
         """
         flux, ivar = np.atleast_2d(flux), np.atleast_2d(ivar)
         if len(flux) == 0:
@@ -176,8 +182,11 @@ class Encoder:
             x, w, covered, flag, reasons = grid_batch(
                 flux[rows], ivar[rows], self.min_covered_fraction,
                 None if mask is None else mask[rows], None if norm is None else norm[rows])
-            parts.append(self.encode_batch(Batch(names[rows], empty_ids(len(x)), x, w,
-                                                 covered, flag, reasons)))
+            ids = empty_ids(len(x))
+            if z is not None:
+                ids["Z"] = np.asarray(z, np.float32)[rows]
+            parts.append(self.encode_batch(Batch(names[rows], ids, x, w, covered, flag,
+                                                 reasons)))
         return Encoded.concat(parts)
 
     def iter_encode(self, inputs: Iterable[str | Path], batch_size: int = 1024,

@@ -61,6 +61,9 @@ class CubeData:
     # (n,) bool: spectra that can stand for normal quasars when anomaly scores are
     # calibrated: all of them, but for the contaminants a simulated cube's truth labels
     normal: np.ndarray | None = None
+    # (n,) float64: the catalogue redshift (/catalog/Z), NaN where unknown; the anomaly
+    # score's redshift part learns how the codes tell it
+    z: np.ndarray | None = None
 
     @property
     def n_pix(self) -> int:
@@ -94,6 +97,8 @@ def load_cube(path: str | Path) -> CubeData:
             split = cube["split"][...].astype(np.uint8)
             wavelength = cube["wavelength"][...]
             normal = labelled_normal(cube, n)
+            z = (cube["catalog/Z"][...].astype(np.float64) if "catalog/Z" in cube
+                 else np.full(n, np.nan))
     except OSError as exc:  # h5py: not HDF5, or a damaged chunk (checksum, filter)
         raise damaged(path, exc) from None
     if not parts:
@@ -113,7 +118,7 @@ def load_cube(path: str | Path) -> CubeData:
     for part, label in ((TRAIN, "training"), (VALIDATION, "validation")):
         if not (split == part).any():
             raise CubeError(f"{path}: no {label} spectra (split == {part})")
-    return CubeData(path, x, w, split, grid, attrs, normal)
+    return CubeData(path, x, w, split, grid, attrs, normal, z)
 
 
 def labelled_normal(cube: h5py.File, n: int) -> np.ndarray:

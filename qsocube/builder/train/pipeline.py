@@ -54,7 +54,8 @@ PCA_WEIGHTING = ("inverse-variance weighted, with the VAE's capped weights "
                  "(components and mean) fitted on the training split; every spectrum's codes "
                  "by weighted least squares")
 ENCODE_ROWS = 4096
-MIXTURE_COMPONENTS = 8  # latent-density model: Gaussian components over the training codes
+# latent-density model: Gaussian components over the training codes and their redshifts
+MIXTURE_COMPONENTS = 12
 # The anomaly scores' S/N ladder (median S/N per SDSS pixel, SN_MEDIAN_ALL's footing): a
 # rung needs MIN_RUNG_SPECTRA calibration quasars at least that bright (half of them, in a
 # small cube), and is filled with noise draws to about RUNG_SCORES scores. Fewer distinct
@@ -155,20 +156,22 @@ def fit_anomaly(model, data: CubeData, mu: np.ndarray, logvar: np.ndarray,
                 x_hat: np.ndarray, seed: int) -> anomaly.AnomalyModel:
     """The anomaly model of a trained model (see ``qsocube.core.anomaly``).
 
-    The latent mixture and the model's own error are fitted to the training split's
-    normal quasars; the validation split's, degraded to each rung of CALIBRATION_SN, set
-    each rung's quantile tables, so that 0.99 means the same for a faint spectrum as for a
-    bright one. (The training spectra are reconstructed a little better than new ones, so
-    the error comes out a little small; the quantiles, taken on new spectra, absorb that.)
+    The latent mixture (over the codes and the catalogue redshift) and the model's own
+    error are fitted to the training split's normal quasars; the validation split's,
+    degraded to each rung of CALIBRATION_SN, set each rung's quantile tables, so that 0.99
+    means the same for a faint spectrum as for a bright one. (The training spectra are
+    reconstructed a little better than new ones, so the error comes out a little small; the
+    quantiles, taken on new spectra, absorb that.)
     """
     normal = data.normal if data.normal is not None else np.ones(len(data.x), bool)
     train = data.rows(0)
     train = train[normal[train]]
-    mixture = anomaly.fit_mixture(mu[train], k=MIXTURE_COMPONENTS, seed=seed)
+    z = data.z if data.z is not None else np.full(len(data.x), np.nan)
+    mixture, scale = anomaly.fit_latent_mixture(mu[train], z[train], MIXTURE_COMPONENTS, seed)
     scatter = anomaly.fit_scatter(data.x[train], data.w[train], x_hat[train])
     rng = np.random.default_rng(seed)
     calibration = data.rows(1)[normal[data.rows(1)]]
-    x_cal, w_cal = data.x[calibration], data.w[calibration]
+    x_cal, w_cal, z_cal = data.x[calibration], data.w[calibration], z[calibration]
     # the ladder's own footing (snr of the reconstruction), so each rung is tight in it
     native = anomaly.snr(w_cal, x_hat[calibration])
     rungs = []
@@ -182,11 +185,11 @@ def fit_anomaly(model, data: CubeData, mu: np.ndarray, logvar: np.ndarray,
             x_cal[bright], w_cal[bright], target, rng, native[bright])
             for _ in range(draws)), strict=True))
         mean, var, x_rec = encode_all(model, x)
-        rungs.append((x, w, x_rec, mean, var))
+        rungs.append((x, w, x_rec, mean, var, np.tile(z_cal[bright], draws)))
     if not rungs:
         raise ModelError(f"{data.path}: {len(calibration)} normal validation spectra, too "
                          f"few to calibrate the anomaly scores on")
-    return anomaly.calibrate(scatter, mixture, rungs)
+    return anomaly.calibrate(scatter, mixture, rungs, scale)
 
 
 def _finish(cube_path: Path, models_dir: Path, state_dir: Path, data: CubeData,
@@ -204,7 +207,7 @@ def _finish(cube_path: Path, models_dir: Path, state_dir: Path, data: CubeData,
     write_text_atomic(anomaly_path, anomaly_model.to_json())
     anomaly_files = {"anomaly_model": anomaly_path.name,
                      "anomaly_sha256": file_sha256(anomaly_path)}
-    scores = anomaly.score(anomaly_model, data.x, data.w, x_hat, mu, logvar)
+    scores = anomaly.score(anomaly_model, data.x, data.w, x_hat, mu, logvar, data.z)
     w_cap = cap_weights(data.w, data.x, config.sigma_floor)
     basis = fit_weighted_pca(data.x[train], w_cap[train], size, start=pca_start["start"],
                              mean=pca_start["mean"])
@@ -238,6 +241,7 @@ def _finish(cube_path: Path, models_dir: Path, state_dir: Path, data: CubeData,
     arrays = {"latent_mean": mu, "latent_logvar": logvar, "recon_mse": recon_mse,
               "recon_chi2": recon_chi2, "pca_mse": pca_mse,
               "recon_score": scores.recon, "density_score": scores.density,
+              "redshift_score": scores.redshift,
               "anomaly_score": scores.combined}
     write_model_group(cube_path, size, arrays, attrs, search, history,
                       {"best_epoch": record["best_epoch"], "stopped": record["stopped"]})

@@ -20,7 +20,7 @@ from qsocube.core.errors import CubeError
 from qsocube.core.layout import model_group_name
 
 GROUP_VARIABLES = ("latent_mean", "latent_logvar", "recon_mse", "recon_chi2", "pca_mse",
-                   "recon_score", "density_score", "anomaly_score")
+                   "recon_score", "density_score", "redshift_score", "anomaly_score")
 SEARCH_VARIABLES = ("lambda", "objective", "epochs", "seconds")
 HISTORY_VARIABLES = ("train_loss", "val_loss", "train_mse", "val_mse", "kl", "mmd",
                      "train_mse_median", "val_mse_median")
