@@ -91,6 +91,9 @@ class Verdict:
         return self.code == Rejection.ok
 
 
+OK = Verdict(Rejection.ok)
+
+
 def usability(prepared: Prepared, min_covered_fraction: float, full_coverage: bool = False
               ) -> list[Verdict]:
     """Per spectrum, whether it is usable, and if not why (the same rule for build and encode).
@@ -100,23 +103,23 @@ def usability(prepared: Prepared, min_covered_fraction: float, full_coverage: bo
     with no valid grid pixel at all is ``no_valid_pixels`` whichever check notices it.
     """
     spanned = ((prepared.mask & NO_COVERAGE) == 0).mean(axis=1)
-    verdicts: list[Verdict] = []
-    for span, covered, norm in zip(spanned, prepared.covered_fraction, prepared.norm,
-                                   strict=True):
-        empty = covered == 0
-        if full_coverage and span < 1:
-            verdicts.append(Verdict(Rejection.partial_coverage,
-                                    f"does not cover the whole grid ({span:.1%}); coverage "
-                                    "policy 'full'"))
-        elif covered < min_covered_fraction:
-            verdicts.append(Verdict(Rejection.no_valid_pixels if empty else
-                                    Rejection.low_coverage,
-                                    f"covers {covered:.1%} of the grid, below the minimum "
-                                    f"{min_covered_fraction:.0%}"))
-        elif not np.isfinite(norm) or norm <= 0:
-            verdicts.append(Verdict(Rejection.no_valid_pixels if empty else
-                                    Rejection.bad_normalisation,
-                                    "median flux over valid pixels is not positive"))
-        else:
-            verdicts.append(Verdict(Rejection.ok))
+    covered, norm = prepared.covered_fraction, prepared.norm
+    with np.errstate(invalid="ignore"):
+        partial = (spanned < 1) if full_coverage else np.zeros(len(covered), bool)
+        low = ~partial & (covered < min_covered_fraction)
+        unnormalised = ~partial & ~low & ~(np.isfinite(norm) & (norm > 0))
+    verdicts = [OK] * len(covered)  # the rejected few are written one by one below
+    for i in np.flatnonzero(partial):
+        verdicts[i] = Verdict(Rejection.partial_coverage,
+                              f"does not cover the whole grid ({spanned[i]:.1%}); coverage "
+                              "policy 'full'")
+    for i in np.flatnonzero(low):
+        verdicts[i] = Verdict(Rejection.no_valid_pixels if covered[i] == 0 else
+                              Rejection.low_coverage,
+                              f"covers {covered[i]:.1%} of the grid, below the minimum "
+                              f"{min_covered_fraction:.0%}")
+    for i in np.flatnonzero(unnormalised):
+        verdicts[i] = Verdict(Rejection.no_valid_pixels if covered[i] == 0 else
+                              Rejection.bad_normalisation,
+                              "median flux over valid pixels is not positive")
     return verdicts
