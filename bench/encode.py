@@ -67,13 +67,13 @@ def build_models(folder: Path, n_pix: int, latent: int = LATENT):
 
 
 def bench_anomaly_model(n_pix: int, latent: int, rungs: int = 12):
-    """An anomaly model of a release's shape (12 mixture components over the code and the
+    """An anomaly model of a release's shape (8 mixture components over the code and the
     redshift, a 12-rung S/N ladder, 1001 quantiles), with made-up numbers: its cost, not
     its values, is measured."""
     from qsocube.core import anomaly
 
     rng = np.random.default_rng(1)
-    mixture = anomaly.fit_mixture(rng.standard_normal((4000, latent + 1)), k=12)
+    mixture = anomaly.fit_mixture(rng.standard_normal((4000, latent + 1)), k=8)
     tables = np.sort(rng.standard_normal((rungs, 1001)), axis=1)
     return anomaly.AnomalyModel(np.full(n_pix, 0.01, np.float32),
                                 np.full(n_pix, 0.05, np.float32), mixture,

@@ -55,7 +55,7 @@ PCA_WEIGHTING = ("inverse-variance weighted, with the VAE's capped weights "
                  "by weighted least squares")
 ENCODE_ROWS = 4096
 # latent-density model: Gaussian components over the training codes and their redshifts
-MIXTURE_COMPONENTS = 12
+MIXTURE_COMPONENTS = 8
 # The anomaly scores' S/N ladder (median S/N per SDSS pixel, SN_MEDIAN_ALL's footing): a
 # rung needs MIN_RUNG_SPECTRA calibration quasars at least that bright (half of them, in a
 # small cube), and is filled with noise draws to about RUNG_SCORES scores. Fewer distinct
