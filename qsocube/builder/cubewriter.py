@@ -97,8 +97,16 @@ class CubeWriter:
     def finish(self, *, catalog, truth_path: Path | None, rejected: list[Rejected],
                config, source: str, catalog_path: Path | None) -> str:
         f = self.file
-        f["spectrum"].resize(self.count, axis=0)
-        f["spectrum"][...] = np.arange(self.count)
+        # The rows grew along a resizable scale; the published one has a fixed size, because
+        # netCDF readers (h5netcdf, so xarray) take a resizable scale for an unlimited
+        # dimension and ask every variable attached to it for its length whenever any
+        # variable's shape is read: opening a cube then cost seconds per hundred columns.
+        for name in ROW_VARIABLES:
+            f[name].dims[0].detach_scale(f["spectrum"])
+        del f["spectrum"]
+        write_variable(f, "spectrum", np.arange(self.count, dtype=np.int64))
+        for name in ROW_VARIABLES:
+            f[name].dims[0].attach_scale(f["spectrum"])
         ids = [r.spec_id for r in self.records]
         write_variable(f, "spec_id", ids)
         write_variable(f, "source_file", [r.name for r in self.records])
