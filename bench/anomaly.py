@@ -46,7 +46,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 LATENT = 9
 SN_BANDS = ((10.0, 1e9), (3.0, 10.0))
-CALIBRATION_SN = (2.0, 5.0, 10.0, 30.0)
 SURVEY_SIZE, SURVEY_SEED = 3000, 20260  # the fresh survey of contaminants: not the release's seed
 TRAIN, VALIDATION, TEST = 0, 1, 2
 
@@ -106,13 +105,16 @@ def calibration(release: Path, latent: int = LATENT) -> list[dict]:
     degraded to each S/N, four noise draws each, scored through the release's ONNX pair and
     anomaly model), with the share above 0.99 over all draws and a KS test of the first
     draw (one independent score per spectrum), for the score and each of its parts."""
-    from scipy.stats import kstest
-
     from qsocube.analysis.figures_anomaly import calibration_table
     from qsocube.analysis.io import open_release
 
     with open_release(release) as opened:
-        table = calibration_table(opened, latent)
+        return _calibration_summary(calibration_table(opened, latent))
+
+
+def _calibration_summary(table: list[dict]) -> list[dict]:
+    from scipy.stats import kstest
+
     out = []
     for row in table:
         entry = {"sn": row["sn"], "n_spectra": row["n_spectra"]}
@@ -164,36 +166,16 @@ def survey_quasars(encoder, survey: Path) -> dict[str, np.ndarray]:
     return {"x": np.concatenate(x), "w": np.concatenate(w), "z": np.concatenate(z)}
 
 
-def fresh_calibration(encoder, quasars: dict[str, np.ndarray], seed: int = 0,
-                      draws: int = 4) -> list[dict]:
+def fresh_calibration(encoder, quasars: dict[str, np.ndarray], seed: int = 0) -> list[dict]:
     """The calibration check on the fresh survey's normal quasars (several times the test
-    split's 400, so the share above 0.99 is known to ~0.2% rather than ~0.5%)."""
-    from scipy.stats import kstest
+    split's 400, so the share above 0.99 is known to ~0.2% rather than ~0.5%), computed as
+    the report's table is."""
+    from qsocube.analysis.figures_anomaly import degraded_scores
+    from qsocube.core.grid import DEFAULT_GRID
 
-    from qsocube.core import anomaly
-
-    rng = np.random.default_rng(seed)
-    native = measured_sn(quasars["x"], quasars["w"])
-    out = []
-    for sn in CALIBRATION_SN:
-        use = np.flatnonzero(native >= sn)
-        if not use.size:
-            continue
-        xd, wd = (np.concatenate(a) for a in zip(*(degrade(
-            quasars["x"][use], quasars["w"][use], sn, rng) for _ in range(draws)), strict=True))
-        mu, logvar = encoder.latent(xd)
-        scores = anomaly.score(encoder.pair.anomaly, xd, wd, encoder.reconstruct(mu), mu,
-                               logvar, np.tile(quasars["z"][use], draws))
-        entry = {"sn": sn, "n_spectra": int(use.size)}
-        for field in ("combined", "recon", "density", "redshift"):
-            score = getattr(scores, field)
-            first = score[: use.size]
-            entry["anomaly_score" if field == "combined" else f"{field}_score"] = {
-                "share_above_0.99": round(float(np.nanmean(score > 0.99)), 4),
-                "ks_p_uniform": round(float(kstest(first[np.isfinite(first)],
-                                                   "uniform").pvalue), 4)}
-        out.append(entry)
-    return out
+    return _calibration_summary(degraded_scores(
+        quasars["x"], quasars["w"], quasars["z"], DEFAULT_GRID.sn_per_sdss_pixel,
+        encoder.pair.anomaly, encoder.latent, encoder.reconstruct, seed))
 
 
 def detection(encoder, survey: Path) -> list[dict]:

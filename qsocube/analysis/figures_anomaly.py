@@ -8,6 +8,7 @@ decoded with the release's ONNX pair and scored with its anomaly model, exactly 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -58,10 +59,23 @@ def calibration_table(release: Release, latent_size: int, seed: int = 0) -> list
     x, w = model_input(pixels["flux"], pixels["ivar"], pixels["mask"], norm)
     z = (np.asarray(release.catalog["Z"].values, np.float64)[rows] if "Z" in release.catalog
          else np.full(len(rows), np.nan))
-    rng = np.random.default_rng(seed)
-    # S/N per SDSS pixel (SN_MEDIAN_ALL's footing): a grid pixel averages several of them
     wavelength = release.wavelength
     per_sdss = WavelengthGrid(len(wavelength), wavelength[0], wavelength[-1]).sn_per_sdss_pixel
+    return degraded_scores(
+        x, w, z, per_sdss, model,
+        lambda xd: encoder.run(["mu", "logvar"], {"u": encoder_input(xd)}),
+        lambda mu: decoder.run(["x_hat"], {"z": mu})[0], seed)
+
+
+def degraded_scores(x: np.ndarray, w: np.ndarray, z: np.ndarray, per_sdss: float,
+                    model: anomaly.AnomalyModel,
+                    encode: Callable[[np.ndarray], list[np.ndarray]],
+                    decode: Callable[[np.ndarray], np.ndarray], seed: int = 0) -> list[dict]:
+    """Normal quasars' model input (x, w) and redshifts z degraded to each S/N of
+    SN_LEVELS (per SDSS pixel, SN_MEDIAN_ALL's footing: a grid pixel averages ``per_sdss``
+    squared of them), COPIES noise draws each, encoded, decoded and scored: per level the
+    spectra that started above it, the share above 0.99 and the Scores (draw-major)."""
+    rng = np.random.default_rng(seed)
     native = anomaly.median_snr(x, w) / per_sdss
     out = []
     for sn in SN_LEVELS:
@@ -71,9 +85,8 @@ def calibration_table(release: Release, latent_size: int, seed: int = 0) -> list
         xs, ws = zip(*(anomaly.degrade(x[use], w[use], sn * per_sdss, rng)
                        for _ in range(COPIES)), strict=True)
         xd, wd = np.concatenate(xs), np.concatenate(ws)
-        mu, logvar = encoder.run(["mu", "logvar"], {"u": encoder_input(xd)})
-        x_hat = decoder.run(["x_hat"], {"z": mu})[0]
-        scores = anomaly.score(model, xd, wd, x_hat, mu, logvar, np.tile(z[use], COPIES))
+        mu, logvar = encode(xd)
+        scores = anomaly.score(model, xd, wd, decode(mu), mu, logvar, np.tile(z[use], COPIES))
         out.append({"sn": sn, "n_spectra": int(use.size), "n_scored": int(len(xd)),
                     "share_above_099": float(np.mean(scores.combined > 0.99)),
                     "scores": scores})

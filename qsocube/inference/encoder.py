@@ -176,6 +176,7 @@ class Encoder:
             raise ValueError(f"flux {flux.shape} and ivar {ivar.shape} must both be "
                              f"(n, {self.grid.n_pix}) on the model's grid")
         names = list(names) if names is not None else [f"[{i}]" for i in range(len(flux))]
+        z = None if z is None else np.asarray(z, np.float32)
         parts = []
         for lo in range(0, len(flux), batch_size):
             rows = slice(lo, lo + batch_size)
@@ -184,7 +185,7 @@ class Encoder:
                 None if mask is None else mask[rows], None if norm is None else norm[rows])
             ids = empty_ids(len(x))
             if z is not None:
-                ids["Z"] = np.asarray(z, np.float32)[rows]
+                ids["Z"] = z[rows]
             parts.append(self.encode_batch(Batch(names[rows], ids, x, w, covered, flag,
                                                  reasons)))
         return Encoded.concat(parts)
