@@ -90,7 +90,7 @@ ANOMALY_TEXT = (
     "The anomaly score is the fraction of normal quasars that look more usual than a "
     "spectrum: 0.99 means more unusual than 99% of them, at any S/N. It combines three "
     "parts, each such a fraction: the reconstruction part, a chi-square of the "
-    "reconstruction in which the model's own error (learned per pixel on validation spectra) "
+    "reconstruction in which the model's own error (learned per pixel on training spectra) "
     "adds to the noise; the latent-density part, how rare the spectrum's code is among the "
     "training codes (a Gaussian mixture widened by the code's own uncertainty); and the "
     "redshift part, how unlikely the catalogue redshift is for a quasar with that code (a "
