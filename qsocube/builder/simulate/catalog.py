@@ -147,7 +147,9 @@ def truth_columns(pop: Population, sn: np.ndarray, amplitude: np.ndarray) -> lis
         col("LLS_Z", "D", pop.lls_z), col("LLS_TAU912", "E", pop.lls_tau),
         col("HAS_XRAY", "B", pop.has_xray), col("ALPHA_OX", "E", pop.alpha_ox),
         col("SN_TARGET", "E", pop.sn_target), col("SN_MEDIAN_ALL", "D", sn),
-        col("NOISE_AMPLITUDE", "D", amplitude),
+        # float32, like the spectra it describes: the float64 solve for it differs in its
+        # last bits (a few ULP) between batch sizes, and the files must not
+        col("NOISE_AMPLITUDE", "E", amplitude),
         col("LOGLAM_START", "D", np.round(LOGLAM0 + DLOGLAM * pop.start, 4)),
         col("NPIX", "J", npix),
     ]
