@@ -147,8 +147,10 @@ def truth_columns(pop: Population, sn: np.ndarray, amplitude: np.ndarray) -> lis
         col("LLS_Z", "D", pop.lls_z), col("LLS_TAU912", "E", pop.lls_tau),
         col("HAS_XRAY", "B", pop.has_xray), col("ALPHA_OX", "E", pop.alpha_ox),
         col("SN_TARGET", "E", pop.sn_target), col("SN_MEDIAN_ALL", "D", sn),
-        # float32, like the spectra it describes: the float64 solve for it differs in its
-        # last bits (a few ULP) between batch sizes, and the files must not
+        # float32, like the spectra it describes: it is solved in float64 from model flux
+        # made by matrix products whose BLAS kernel depends on the rows at hand (a single
+        # row takes another path), so its last bits (a few ULP) differ between batch
+        # sizes, and the files must not
         col("NOISE_AMPLITUDE", "E", amplitude),
         col("LOGLAM_START", "D", np.round(LOGLAM0 + DLOGLAM * pop.start, 4)),
         col("NPIX", "J", npix),
