@@ -4,14 +4,15 @@
 
 Measured on the real quasars of ../shared/data/sdss held out of every fit behind the
 simulator (``qsocube.builder.simulate.templates.held_out``: the position rounded to 1 arcmin
-hashes below 0.4), against the release's simulated test split (normal quasars only: no
-contaminant, no artefact). Every real spectrum goes through the product's own reader,
-resampling and encoder, like a user's.
+hashes below 0.4), against the release's simulated normal quasars (no contaminant, no
+artefact): the test split where a model's figures are judged, all of them as candidate
+matches for the two-sample test, which judges the simulator. Every real spectrum goes
+through the product's own reader, resampling and encoder, like a user's.
 
 1. **Classifier two-sample test**: each real quasar is matched to its 3 nearest simulated
-   ones in (log(1 + z), log S/N), seen only where the real one has data; gradient boosting
-   and logistic regression (on 20 principal components) try to tell them apart from the
-   normalised flux in 150 log-wavelength bins;
+   normal quasars (any split) in (log(1 + z), log S/N), seen only where the real one has
+   data; gradient boosting and logistic regression (on 20 principal components) try to
+   tell them apart from the normalised flux in 150 log-wavelength bins;
    5-fold cross-validated AUC, a real quasar and its matches always in the same fold, and
    so are real quasars that share a match (``shared_match_groups``). 0.5 =
    indistinguishable; the larger of the two classifiers' AUCs is the figure.
