@@ -249,8 +249,8 @@ def model_input(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, norm: np.n
     """(x, w): normalised flux and inverse variance as the models see them (0 on masked pixels)."""
     scale = norm.astype(np.float32)[:, None]
     valid = mask == 0
-    x = np.where(valid, flux / scale, 0).astype(np.float32)
-    w = np.where(valid, ivar * scale * scale, 0).astype(np.float32)
+    x = np.where(valid, flux / scale, 0).astype(np.float32, copy=False)
+    w = np.where(valid, ivar * scale * scale, 0).astype(np.float32, copy=False)
     return x, w
 
 

@@ -113,9 +113,10 @@ def grid_batch(flux: np.ndarray, ivar: np.ndarray, min_covered: float,
     are masked); ``norm`` defaults to the builder's normalisation of the valid pixels.
     """
     flux, ivar, _ = screen_rows(np.asarray(flux, np.float32), np.asarray(ivar, np.float32))
-    valid = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+    # the screened flux is finite everywhere and the screened ivar is finite or 0
+    valid = ivar > 0
     if mask is None:
-        mask = np.where(valid, 0, NO_DATA).astype(np.uint8)
+        mask = np.where(valid, np.uint8(0), np.uint8(NO_DATA))
     else:  # a cube's own mask is authoritative; only non-finite values are added to it
         mask = np.where((mask == 0) & ~(np.isfinite(flux) & np.isfinite(ivar)), NO_DATA, mask)
         valid = mask == 0
