@@ -217,10 +217,10 @@ def _component_log_density(codes: np.ndarray, mixture: Mixture) -> np.ndarray:
     return np.log(mixture.weights)[None, :] - 0.5 * (quad + logdet + dim * np.log(2 * np.pi))
 
 
-def _widened_log_densities(codes: np.ndarray, mixture: Mixture, variance: np.ndarray
-                           ) -> list[np.ndarray]:
-    """For d = 1..D, the (n, K) log of weight_k N(code[:d]; mean_k[:d], (cov_k +
-    diag(variance))[:d, :d]): the marginals of every leading block come free with one
+def _widened_log_densities(codes: np.ndarray, mixture: Mixture, variance: np.ndarray,
+                           blocks: tuple[int, ...]) -> list[np.ndarray]:
+    """For each d of ``blocks``, the (n, K) log of weight_k N(code[:d]; mean_k[:d], (cov_k
+    + diag(variance))[:d, :d]): the marginals of the leading blocks come free with one
     Cholesky factorisation, whose leading blocks are theirs. Each (code, component) pair
     has its own covariance, factorised all at once by ``_cholesky_steps`` (a loop over the
     dimensions, not over the codes)."""
@@ -233,8 +233,9 @@ def _widened_log_densities(codes: np.ndarray, mixture: Mixture, variance: np.nda
     for j in range(dim):
         full[j, j] += variance[:, j, None]
     log_weights = np.log(mixture.weights)[None, :]
-    return [log_weights - 0.5 * (quad + logdet + (d + 1) * np.log(2 * np.pi))
-            for d, (quad, logdet) in enumerate(_cholesky_steps(full, np.moveaxis(diff, -1, 0)))]
+    steps = _cholesky_steps(full, np.moveaxis(diff, -1, 0))
+    return [log_weights - 0.5 * (steps[d - 1][0] + steps[d - 1][1] + d * np.log(2 * np.pi))
+            for d in blocks]
 
 
 def _cholesky_steps(cov: np.ndarray, diff: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -289,9 +290,10 @@ def latent_statistics(mu: np.ndarray, logvar: np.ndarray, z: np.ndarray | None,
         variance = np.column_stack([variance, np.zeros(n)])
     else:
         codes = mu
-    logs = _widened_log_densities(codes, mixture, variance)
-    density = -_logsumexp(logs[size - 1])
-    redshift = (-_logsumexp(logs[size]) - density) if with_z else np.full(n, np.nan)
+    logs = _widened_log_densities(codes, mixture, variance, (size, size + 1) if with_z
+                                  else (size,))
+    density = -_logsumexp(logs[0])
+    redshift = (-_logsumexp(logs[1]) - density) if with_z else np.full(n, np.nan)
     known = np.isfinite(mu).all(1)
     return (np.where(known, density, np.nan),
             np.where(known & np.isfinite(coordinate), redshift, np.nan))
