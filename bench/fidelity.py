@@ -264,9 +264,10 @@ def run_fidelity(release: Path, shared: Path) -> dict:
         # latent space itself resolves, whatever the survey's fidelity
         own = (sim_test["sn"] >= 10) & (sim_test["z"] >= lo) & (sim_test["z"] < hi)
         if own.any():
+            training = sim["split"] == 0
             entry["simulated_latent_z_share"] = round(float(np.mean(_latent_z_match(
-                sim_test["latent"][own], sim_test["z"][own], sim["latent"][sim["split"] == 0],
-                sim["z"][sim["split"] == 0]))), 3)
+                sim_test["latent"][own], sim_test["z"][own], sim["latent"][training],
+                sim["z"][training]))), 3)
         rows.append(entry)
     result["by_redshift"] = rows
     judged = [r for r in rows if r["n_real"] >= 10]

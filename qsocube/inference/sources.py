@@ -117,8 +117,7 @@ def grid_batch(flux: np.ndarray, ivar: np.ndarray, min_covered: float,
     valid = ivar > 0
     if mask is None:
         mask = np.where(valid, np.uint8(0), np.uint8(NO_DATA))
-    else:  # a cube's own mask is authoritative; only non-finite values are added to it
-        mask = np.where((mask == 0) & ~(np.isfinite(flux) & np.isfinite(ivar)), NO_DATA, mask)
+    else:  # a cube's own mask is authoritative (no value is left non-finite to add to it)
         valid = mask == 0
     flux, ivar = np.where(valid, flux, 0), np.where(valid, ivar, 0)
     covered = valid.mean(axis=1).astype(np.float32)
