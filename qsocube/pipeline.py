@@ -156,6 +156,7 @@ def _run_release(profile: str, release: Path, settings: dict, spectra: Path | No
     train_release(cube, paths.models, paths.state, latent_sizes=LATENT_SIZES,
                   n_calls=settings["n_calls"], max_epochs=settings["max_epochs"],
                   batch_size=settings["batch_size"], seed=settings["seed"],
+                  dropout=settings["dropout"],
                   decoder_dropout=settings.get("decoder_dropout"))
     report("[4/5] analysing")
     analyze_release(release)

@@ -319,3 +319,24 @@ def test_bad_inputs_fail_with_one_line(tmp_path, capsys):
 def test_search_config_round_trips_through_json():
     config = SearchConfig(6, 8, 40, hidden=(64, 32))
     assert SearchConfig.from_json(config.to_json()) == config
+
+
+def test_the_profiles_dropout_and_batch_reach_the_search(release, tmp_path):
+    from qsocube.cli import main
+    from qsocube.core import defaults
+
+    folder = tmp_path / "r"
+    shutil.copytree(release["folder"], folder)
+    cube = folder / "qsocube.h5"
+    common = ["train", str(cube), "--profile", "default", "--calls", "1", "--max-epochs", "1",
+              "--processes", "1"]
+    assert main([*common, "--latent-sizes", "3"]) == 0
+    assert main([*common, "--latent-sizes", "6", "--dropout", "0.1"]) == 0
+    profile = defaults.training_budgets()["default"]
+    with h5py.File(cube, "r") as written:
+        config = {size: json.loads(written[f"models/latent_{size:02d}"].attrs["train_config"])
+                  for size in (3, 6)}
+    assert config[3]["batch_size"] == config[6]["batch_size"] == profile["batch_size"]
+    assert config[3]["dropout"] == profile["dropout"] != 0.1
+    assert config[6]["dropout"] == 0.1
+    assert config[3]["decoder_dropout"] == profile["decoder_dropout"]

@@ -45,6 +45,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              f"{','.join(map(str, defaults.LATENT_SIZES))})")
     parser.add_argument("--hidden", type=_int_list, default=defaults.HIDDEN,
                         help="encoder hidden layer sizes, mirrored in the decoder")
+    parser.add_argument("--dropout", type=options.number(0, 1, high_open=True),
+                        default=None,
+                        help="dropout of the encoder's hidden layers (default: the "
+                             "profile's)")
     parser.add_argument("--decoder-dropout", type=options.number(0, 1, high_open=True),
                         default=None,
                         help="dropout of the decoder's hidden layers (default: the "
@@ -88,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
                   latent_sizes=args.latent_sizes, n_calls=budget["n_calls"],
                   max_epochs=budget["max_epochs"], batch_size=budget["batch_size"],
                   seed=budget["seed"], hidden=args.hidden, processes=args.processes,
+                  dropout=args.dropout if args.dropout is not None else budget["dropout"],
                   decoder_dropout=(args.decoder_dropout if args.decoder_dropout is not None
                                    else budget.get("decoder_dropout")),
                   scheduler=args.scheduler, workers=args.workers,

@@ -26,7 +26,7 @@ BATCH_SIZE = 1024
 # Training batch size when neither the profile nor the command line sets one.
 TRAIN_BATCH_SIZE = 256
 # Profile keys that are a training budget (the rest size the simulated survey).
-BUDGET_KEYS = ("n_calls", "max_epochs", "batch_size", "seed", "decoder_dropout")
+BUDGET_KEYS = ("n_calls", "max_epochs", "batch_size", "seed", "dropout", "decoder_dropout")
 PROFILES_FILE = "profiles.toml"
 DEFAULT_PROFILE = "default"
 
@@ -43,6 +43,6 @@ def load_profiles() -> dict[str, dict[str, Any]]:
 
 def training_budgets() -> dict[str, dict[str, float]]:
     """The training budget of each profile (``BUDGET_KEYS``, typed)."""
-    return {name: {k: (float(v) if k == "decoder_dropout" else int(v))
+    return {name: {k: (float(v) if k.endswith("dropout") else int(v))
                    for k, v in settings.items() if k in BUDGET_KEYS}
             for name, settings in load_profiles().items()}

@@ -14,6 +14,7 @@ from qsocube.builder.train.data import SIGMA_FLOOR
 from qsocube.builder.train.fit import FitConfig
 
 STATE_VERSION = 1
+ENCODER_DROPOUT = 0.2  # the study's; the profiles set their own
 # Wide on purpose: per spectrum the weighted reconstruction term is ~n_pix / 2 at chi2 = 1
 # and the MMD term at most 2 L, so lambda below ~10 leaves the MMD negligible while 1e3-1e4
 # lets it dominate; lambda < 1 makes its weight (lambda - 1) negative, the study's optimum
@@ -39,7 +40,7 @@ class SearchConfig:
     seed: int = 0
     hidden: tuple[int, ...] = (256, 128)
     alpha: float = 0.0
-    dropout: float = 0.2
+    dropout: float = ENCODER_DROPOUT
     decoder_dropout: float | None = None  # None: the same as the encoder's
     lr: float = 1e-3
     patience: int = 5

@@ -21,7 +21,7 @@ import torch
 
 import qsocube
 from qsocube.builder.train.calls import chosen_model
-from qsocube.builder.train.config import OBJECTIVE_DEFINITION, SearchConfig
+from qsocube.builder.train.config import ENCODER_DROPOUT, OBJECTIVE_DEFINITION, SearchConfig
 from qsocube.builder.train.data import (
     CubeData,
     cap_weights,
@@ -79,7 +79,8 @@ def _train_release(cube_path: Path, models_dir: Path, state_dir: Path, *,
                    latent_sizes: tuple[int, ...] = defaults.LATENT_SIZES, n_calls: int,
                    max_epochs: int, batch_size: int = defaults.TRAIN_BATCH_SIZE, seed: int = 0,
                    hidden: tuple[int, ...] = defaults.HIDDEN, progress: Progress = say,
-                   processes: int | None = None, decoder_dropout: float | None = None,
+                   processes: int | None = None, dropout: float = ENCODER_DROPOUT,
+                   decoder_dropout: float | None = None,
                    scheduler: str | None = None, workers: int | None = None,
                    parallel_calls: int = 1) -> dict:
     """Train, export and write back every latent size; resumable; returns a summary dict.
@@ -105,6 +106,7 @@ def _train_release(cube_path: Path, models_dir: Path, state_dir: Path, *,
     remove_stale_partials(cube_path.parent, progress, target=cube_path, recursive=False)
     cube_sha = trained_on_sha256(cube_path)
     configs = {size: SearchConfig(size, n_calls, max_epochs, batch_size, seed, tuple(hidden),
+                                  dropout=dropout,
                                   decoder_dropout=decoder_dropout,
                                   parallel_calls=parallel_calls) for size in latent_sizes}
     todo = [size for size, config in configs.items()
