@@ -128,3 +128,14 @@ def test_outliers_and_ranks_order_by_score_then_error():
     mse = np.array([1.0, 2.0, 9.0, 3.0, 0.1])
     assert list(top_anomalies(score, mse, 3)) == [3, 1, 0]
     assert list(anomaly_rank(score, mse)) == [3, 2, NO_RANK, 1, 4]
+
+
+def test_rejections_are_counted_by_code_or_by_text_without_codes():
+    from qsocube.analysis.pipeline import rejection_kinds
+    from qsocube.core.errors import Rejection
+
+    codes = np.array([Rejection.low_snr, Rejection.low_coverage, Rejection.low_snr], np.uint8)
+    texts = ["SN_MEDIAN_ALL 7.7 below 10", "covers 61% of the grid", "SN_MEDIAN_ALL 9.2 below 10"]
+    assert rejection_kinds(codes, texts) == [("low_snr", 2), ("low_coverage", 1)]
+    assert rejection_kinds(None, texts[:2]) == [(texts[0], 1), (texts[1], 1)]
+    assert rejection_kinds(np.array([], np.uint8), []) == []

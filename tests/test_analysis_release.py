@@ -96,7 +96,8 @@ def test_report_states_summary_and_exclusions(analysed):
     html = (release / "report" / "index.html").read_text()
     with open_release(release) as opened:
         n_missing_bal = int(np.isnan(opened.catalog["BAL_PROB"].values).sum())
-    assert f"{N:,}" in html and "rejected inputs" in html and "truncated file (1)" in html
+    assert f"{N:,}" in html and "rejected inputs" in html
+    assert "2: unreadable (1); low_coverage (1)" in html  # by code, not by message text
     assert "simulated" in html and "200 log-spaced pixels" in html
     assert f"{n_missing_bal:,} of {N:,} spectra have no measurement" in html
     assert "largest log N_HI over the five DLA slots" in html

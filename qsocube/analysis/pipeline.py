@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,8 +36,16 @@ from qsocube.analysis.report import (
 from qsocube.analysis.vac import vac_columns, write_vac
 from qsocube.core import layout
 from qsocube.core.cube import SPLIT_NAMES, file_sha256
-from qsocube.core.errors import UsageError
+from qsocube.core.errors import Rejection, UsageError
 from qsocube.core.layout import VAC_CSV, VAC_FITS
+
+
+def rejection_kinds(codes: np.ndarray | None, reasons: list[str]) -> list[tuple[str, int]]:
+    """(kind, count), most common first: by rejection code (``Rejection`` names), or by the
+    reason's text in a cube without codes (written before they were)."""
+    kinds = ([Rejection(int(c)).name for c in codes] if codes is not None and len(codes)
+             else reasons)
+    return Counter(kinds).most_common()
 
 
 def release_summary(release: Release, cube_sha256: str) -> dict:
@@ -48,12 +57,14 @@ def release_summary(release: Release, cube_sha256: str) -> dict:
     rejected = release.rejected
     reasons = [str(r) for r in rejected["reason"].values] if "reason" in rejected else []
     files = [str(f) for f in rejected["file"].values] if "file" in rejected else []
+    codes = rejected["reason_code"].values if "reason_code" in rejected else None
     get = release.attrs.get
     return {"product_version": get("product_version", "?"), "source": get("source", "?"),
             "created": get("created", "?"), "n_spectra": release.n_spectra,
             "cube": f"{release.cube_path.name} (sha256 {cube_sha256[:16]}...)",
             "split_counts": [int((split == k).sum()) for k in range(len(SPLIT_NAMES))],
-            "rejected_reasons": reasons, "rejected_files": files, "grid_text": grid_text,
+            "rejected_reasons": reasons, "rejected_files": files,
+            "rejected_kinds": rejection_kinds(codes, reasons), "grid_text": grid_text,
             "normalisation": get("normalisation", "?"),
             "resampling": get("resampling_method", "?"),
             "latent_sizes": sorted(release.models),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import html
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +81,7 @@ def write_associations_csv(assoc: Associations, target: Path) -> None:
 
 
 def summary_section(summary: dict) -> str:
-    rejected = Counter(summary["rejected_reasons"])
-    reasons = "; ".join(f"{r} ({n})" for r, n in rejected.most_common(8))
+    reasons = "; ".join(f"{kind} ({n:,})" for kind, n in summary["rejected_kinds"][:8])
     rows = [["product version", summary["product_version"]], ["source", summary["source"]],
             ["created", summary["created"]], ["cube", summary["cube"]],
             ["spectra", f"{summary['n_spectra']:,}"],
