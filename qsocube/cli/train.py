@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     budget = {"seed": 0, "batch_size": defaults.TRAIN_BATCH_SIZE,
               **defaults.training_budgets()[args.profile]}
     for key, value in (("n_calls", args.calls), ("max_epochs", args.max_epochs),
-                       ("batch_size", args.batch_size), ("seed", args.seed)):
+                       ("batch_size", args.batch_size), ("seed", args.seed),
+                       ("dropout", args.dropout), ("decoder_dropout", args.decoder_dropout)):
         if value is not None:
             budget[key] = value
     if budget["n_calls"] < 1 or budget["max_epochs"] < 1 or budget["batch_size"] < 2:
@@ -92,9 +93,7 @@ def run(args: argparse.Namespace) -> int:
                   latent_sizes=args.latent_sizes, n_calls=budget["n_calls"],
                   max_epochs=budget["max_epochs"], batch_size=budget["batch_size"],
                   seed=budget["seed"], hidden=args.hidden, processes=args.processes,
-                  dropout=args.dropout if args.dropout is not None else budget["dropout"],
-                  decoder_dropout=(args.decoder_dropout if args.decoder_dropout is not None
-                                   else budget.get("decoder_dropout")),
+                  dropout=budget["dropout"], decoder_dropout=budget.get("decoder_dropout"),
                   scheduler=args.scheduler, workers=args.workers,
                   parallel_calls=args.parallel_calls)
     return 0
