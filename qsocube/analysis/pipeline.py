@@ -43,8 +43,7 @@ from qsocube.core.layout import VAC_CSV, VAC_FITS
 def rejection_kinds(codes: np.ndarray | None, reasons: list[str]) -> list[tuple[str, int]]:
     """(kind, count), most common first: by rejection code (``Rejection`` names), or by the
     reason's text in a cube without codes (written before they were)."""
-    kinds = ([Rejection(int(c)).name for c in codes] if codes is not None and len(codes)
-             else reasons)
+    kinds = [Rejection(int(c)).name for c in codes] if codes is not None else reasons
     return Counter(kinds).most_common()
 
 
