@@ -1,6 +1,7 @@
 """Fidelity of the simulated survey: real SDSS quasars against a release's simulated ones.
 
-    python -m bench.fidelity [--release products/default] [--shared ../shared/data] [--record]
+    python -m bench.fidelity [--release products/default] [--shared ../shared/data]
+                             [--surveys N] [--record]
 
 Measured on the real quasars of ../shared/data/sdss held out of every fit behind the
 simulator (``qsocube.builder.simulate.templates.held_out``: the position rounded to 1 arcmin
@@ -15,7 +16,11 @@ through the product's own reader, resampling and encoder, like a user's.
    tell them apart from the normalised flux in 150 log-wavelength bins;
    5-fold cross-validated AUC, a real quasar and its matches always in the same fold, and
    so are real quasars that share a match (``shared_match_groups``). 0.5 =
-   indistinguishable; the larger of the two classifiers' AUCs is the figure.
+   indistinguishable; the larger of the two classifiers' AUCs is the figure. Which
+   simulated spectra a survey offers as matches moves it by ~0.04, so ``--surveys N``
+   (6 in `make bench`'s full size) repeats the test on N fresh surveys of the default
+   profile's size (the profile's seed + 1 ... + N; simulated and built, no models, about a
+   minute each) and reports their mean: the simulator's figure, beside the release's.
 2. **Composites**: median rest-frame stacks by redshift bin, real and simulated, against
    Vanden Berk et al. (2001) and Harris et al. (2016): the mean |stack / composite - 1|
    over line and continuum windows.
@@ -37,6 +42,7 @@ import argparse
 import csv
 import json
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -53,6 +59,8 @@ STACK_BINS = (((0.1, 0.5), (4150.0, 4250.0),
                ((1880, 1940), (2100, 2300), (2750, 2850), (3300, 3600), (3600, 4000))),
               ((1.9, 3.3), (1450.0, 1500.0),
                ((1230, 1260), (1380, 1420), (1520, 1580), (1680, 1720), (1880, 1940))))
+# fresh surveys the simulator's mean two-sample AUC is taken over, by `make bench` size
+FRESH_SURVEYS = {"small": 0, "full": 6}
 TARGETS = {"auc": 0.70, "chi2_ratio": 1.3, "latent_z_share": 0.90}
 RECORD = ROOT / "qsocube" / "builder" / "simulate" / "data" / "fidelity.json"
 
@@ -79,8 +87,9 @@ def real_model_input(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndar
     return x, w, prepared.covered_fraction
 
 
-def simulated(release: Path) -> dict[str, np.ndarray]:
-    """The release's simulated normal quasars: model input, truth, latents, chi-square."""
+def simulated(release: Path, models: bool = True) -> dict[str, np.ndarray]:
+    """The release's simulated normal quasars: model input, truth, and (``models``) latents
+    and chi-square."""
     from qsocube.core.anomaly import normal_quasars
     from qsocube.core.cube import model_input_from_cube
 
@@ -90,10 +99,12 @@ def simulated(release: Path) -> dict[str, np.ndarray]:
                                 truth["ARTEFACT"].asstr()[...])
         rows = np.flatnonzero(normal)
         x, w = model_input_from_cube(cube, rows)
-        group = cube[f"models/latent_{LATENT:02d}"]
-        return {"x": x, "w": w, "z": truth["Z"][rows], "split": cube["split"][rows],
-                "sn": cube["catalog/SN_MEDIAN_ALL"][rows],
-                "latent": group["latent_mean"][rows], "chi2": group["recon_chi2"][rows]}
+        out = {"x": x, "w": w, "z": truth["Z"][rows], "split": cube["split"][rows],
+               "sn": cube["catalog/SN_MEDIAN_ALL"][rows]}
+        if models:
+            group = cube[f"models/latent_{LATENT:02d}"]
+            out.update(latent=group["latent_mean"][rows], chi2=group["recon_chi2"][rows])
+        return out
 
 
 def features(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -165,6 +176,45 @@ def two_sample_auc(real: np.ndarray, sim: np.ndarray, groups_real: np.ndarray,
     return out
 
 
+def matched_two_sample(real: dict[str, np.ndarray], sim: dict[str, np.ndarray]) -> dict:
+    """The two-sample AUC of real quasars against their 3 nearest simulated normal quasars
+    in (redshift, S/N). Every simulated normal quasar is a candidate (the test compares the
+    simulator's draws, not the models, so the training split's are as good), which keeps
+    matches distinct; each match is seen only where its real quasar has data, so that
+    coverage (an SDSS-I/II spectrum's missing blue end) is not what tells them apart."""
+    match = nearest(real["z"], real["sn"], sim["z"], sim["sn"], 3)
+    covered = np.repeat(real["w"] > 0, 3, axis=0)
+    group = shared_match_groups(match)
+    out = two_sample_auc(features(real["x"], real["w"]),
+                         features(sim["x"][match.ravel()],
+                                  np.where(covered, sim["w"][match.ravel()], 0)),
+                         group, np.repeat(group, 3))
+    out.update(groups=int(len(np.unique(group))), distinct_matches=int(len(np.unique(match))))
+    return out
+
+
+def simulator_two_sample(real: dict[str, np.ndarray], seeds: list[int], n: int,
+                         folder: Path) -> dict:
+    """The same two-sample test on fresh surveys of the default profile's size (simulated
+    and built, no models): one survey's matched spectra move the AUC by ~0.04, so the
+    simulator is judged by the mean over several."""
+    from qsocube.builder.build import build_cube
+    from qsocube.builder.simulate import simulate_survey
+
+    per_seed = []
+    for seed in seeds:
+        survey = folder / f"survey_{seed}"
+        simulate_survey(n, seed, survey, progress=None)
+        cube = survey / "qsocube.h5"
+        build_cube([survey / "spectra"], cube, catalog_path=survey / "DR16Q_v4.fits",
+                   truth_path=survey / "truth.fits", report=lambda _: None)
+        per_seed.append({"seed": seed, **matched_two_sample(real, simulated(cube.parent,
+                                                                            models=False))})
+    aucs = np.array([r["auc"] for r in per_seed])
+    return {"n_quasars": n, "surveys": per_seed, "mean_auc": round(float(aucs.mean()), 3),
+            "sd_auc": round(float(aucs.std(ddof=1)), 3) if len(aucs) > 1 else None}
+
+
 def rest_stack(x: np.ndarray, w: np.ndarray, z: np.ndarray, norm: tuple[float, float],
                grid: np.ndarray) -> np.ndarray:
     from qsocube.core.grid import DEFAULT_GRID
@@ -211,7 +261,7 @@ def composites(shared: Path, real: dict, sim: dict) -> dict:
     return out
 
 
-def run_fidelity(release: Path, shared: Path) -> dict:
+def run_fidelity(release: Path, shared: Path, surveys: int = 0) -> dict:
     from qsocube.inference import Encoder
 
     reals = real_quasars(shared)
@@ -231,19 +281,15 @@ def run_fidelity(release: Path, shared: Path) -> dict:
                     "real_held_out_rejected": int((~ok).sum()),
                     "simulated_test_quasars": int(test.sum())}
     # 1. classifier two-sample test at matched redshift and S/N
-    # every simulated normal quasar is a candidate (the test compares the simulator's draws,
-    # not the models, so the training split's are as good), which keeps matches distinct
-    match = nearest(z, sn, sim["z"], sim["sn"], 3)
-    # the same footing: each match is seen only where its real quasar has data, so that
-    # coverage (an SDSS-I/II spectrum's missing blue end) is not what tells them apart
-    covered = np.repeat(w > 0, 3, axis=0)
-    group = shared_match_groups(match)
-    result["two_sample"] = two_sample_auc(
-        features(x, w), features(sim["x"][match.ravel()],
-                                 np.where(covered, sim["w"][match.ravel()], 0)),
-        group, np.repeat(group, 3))
-    result["two_sample"].update(groups=int(len(np.unique(group))),
-                                distinct_matches=int(len(np.unique(match))))
+    result["two_sample"] = matched_two_sample(real, sim)
+    if surveys:
+        from qsocube.core.defaults import load_profiles
+
+        profile = load_profiles()["default"]
+        seeds = [profile["seed"] + i for i in range(1, surveys + 1)]
+        with tempfile.TemporaryDirectory(prefix="fidelity-") as folder:
+            result["two_sample_fresh_surveys"] = simulator_two_sample(
+                real, seeds, profile["n_quasars"], Path(folder))
     # 2. composites
     result["composites"] = composites(shared, real, sim_test)
     # 3. reconstruction chi-square, real (S/N >= 10) over matched simulated
@@ -281,7 +327,8 @@ def run_fidelity(release: Path, shared: Path) -> dict:
     return result
 
 
-def run(size: str = "small", release: Path | None = None, shared: Path | None = None) -> dict:
+def run(size: str = "small", release: Path | None = None, shared: Path | None = None,
+        surveys: int | None = None) -> dict:
     """The `make bench` entry: skipped, with the reason, without a release or ../shared."""
     release = release or ROOT / "products" / "default"
     shared = shared or ROOT.parent / "shared" / "data"
@@ -289,7 +336,9 @@ def run(size: str = "small", release: Path | None = None, shared: Path | None = 
         return {"stage": "fidelity", "skipped": f"no release at {release} (make product first)"}
     if not (shared / "sdss" / "MANIFEST.csv").is_file():
         return {"stage": "fidelity", "skipped": f"{shared} absent: real spectra needed"}
-    return {"stage": "fidelity", **run_fidelity(release, shared)}
+    if surveys is None:
+        surveys = FRESH_SURVEYS[size]
+    return {"stage": "fidelity", **run_fidelity(release, shared, surveys)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,8 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--record", action="store_true",
                         help=f"write the figures to {RECORD.relative_to(ROOT)}")
+    parser.add_argument("--surveys", type=int, default=FRESH_SURVEYS["full"],
+                        help="fresh surveys (simulated and built, ~1 min each) to judge the "
+                             "simulator's two-sample AUC by, besides the release's (0: none)")
     args = parser.parse_args(argv)
-    result = run(release=args.release, shared=args.shared)
+    result = run(release=args.release, shared=args.shared, surveys=args.surveys)
     print(json.dumps(result, indent=2))
     if "skipped" in result:
         return 1
