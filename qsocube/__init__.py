@@ -8,5 +8,5 @@ validation, errors). ``qsocube.schemas`` holds the product schemas as package da
 module holds only the version and imports nothing.
 """
 
-__version__ = "0.4.3"
+__version__ = "0.4.2"
 PRODUCT_VERSION = __version__

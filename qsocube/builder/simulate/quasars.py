@@ -17,23 +17,6 @@ import numpy as np
 
 from .templates import DLOGLAM, Library, QuasarSet
 
-# The strong emission lines each set shows on the SDSS range (LOZ: z < z_split, so C IV
-# never reaches 3600 A), as (line window, continuum windows), rest A. The Gaussian
-# coefficient model puts a line below its continuum, which no quasar's broad or narrow
-# lines are, in a quarter of low-redshift draws ([O III] 5007), one in eight (H alpha,
-# Ly alpha) and one in ten (C IV); the real quasars behind the templates have [O III] in
-# emission (rest equivalent width 10 A at their 10th percentile, 23 A median).
-EMISSION_LINES = {
-    "loz": {"MgII": ((2750.0, 2850.0), (2650.0, 2700.0), (2950.0, 3000.0)),
-            "Hbeta": ((4800.0, 4920.0), (4730.0, 4770.0), (5080.0, 5120.0)),
-            "[OIII]": ((4990.0, 5025.0), (4730.0, 4770.0), (5080.0, 5120.0)),
-            "Halpha": ((6480.0, 6650.0), (6150.0, 6250.0), (6750.0, 6850.0))},
-    "hiz": {"Lyalpha": ((1200.0, 1260.0), (1275.0, 1295.0)),
-            "CIV": ((1500.0, 1600.0), (1440.0, 1470.0), (1680.0, 1720.0)),
-            "CIII]": ((1860.0, 1960.0), (1800.0, 1830.0), (1980.0, 2020.0)),
-            "MgII": ((2750.0, 2850.0), (2650.0, 2700.0), (2950.0, 3000.0))},
-}
-
 
 @dataclass(frozen=True)
 class QuasarShapes:
@@ -75,50 +58,19 @@ def is_physical(spectra: np.ndarray, max_negative: float = 0.05) -> np.ndarray:
     return (np.nanmedian(spectra, axis=1) > 0) & (negative <= max_negative)
 
 
-def equivalent_widths(qset: QuasarSet, theta: np.ndarray) -> np.ndarray:
-    """(n, lines) rest equivalent widths (A, positive in emission) of the set's lines in
-    EMISSION_LINES, of the quasar light alone (no host), each against the mean of its
-    continuum windows' medians; only those pixels are computed."""
-    wavelength = 10.0 ** (qset.loglam0 + DLOGLAM * np.arange(len(qset.mean)))
-    step = np.gradient(wavelength)
-
-    def flux(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
-        pixels = np.flatnonzero((wavelength > lo) & (wavelength < hi))
-        rows = (qset.mean[pixels][None, :]
-                + theta[:, :len(qset.components)] @ qset.components[:, pixels])
-        return rows, step[pixels]
-
-    widths = []
-    for line, *continua in EMISSION_LINES[qset.name].values():
-        level = np.mean([np.median(flux(lo, hi)[0], axis=1) for lo, hi in continua], axis=0)
-        in_line, width = flux(*line)
-        widths.append(((in_line - level[:, None]) @ width) / level)
-    return np.stack(widths, axis=1)
-
-
-def lines_in_emission(shapes: QuasarShapes, index: np.ndarray, lib: Library) -> np.ndarray:
-    """(len(index),) bool: every strong line of the quasar's set in emission."""
-    out = np.ones(len(index), bool)
-    for qset, use in ((lib.loz, ~shapes.hiz[index]), (lib.hiz, shapes.hiz[index])):
-        if use.any():
-            out[use] = (equivalent_widths(qset, shapes.theta[index[use]]) > 0).all(axis=1)
-    return out
-
-
 def draw_shapes(rng: np.random.Generator, z: np.ndarray, m_i: np.ndarray, lib: Library,
                 frame_loglam: np.ndarray, max_rounds: int = 50) -> QuasarShapes:
     """Coefficients from the real quasars' conditional distribution, truncated to
     physical spectra: a draw that :func:`is_physical` rejects over the quasar's observed
-    range (rest > 1000 A), or with a strong line in absorption (:func:`lines_in_emission`),
-    is drawn again. What little negative flux remains is clipped by the caller."""
+    range (rest > 1000 A) is drawn again. What little negative flux remains is clipped
+    by the caller."""
     theta, archetype = _draw_theta(rng, z, m_i, lib)
     shapes = QuasarShapes(z >= lib.z_split, theta, archetype)
     todo = np.arange(len(z))
     for _ in range(max_rounds):
         spectra = intrinsic(shapes, todo, z, frame_loglam, lib)
         rest = 10.0 ** frame_loglam[None, :] / (1 + z[todo, None])
-        physical = is_physical(np.where(rest > 1000.0, spectra, np.nan))
-        todo = todo[~(physical & lines_in_emission(shapes, todo, lib))]
+        todo = todo[~is_physical(np.where(rest > 1000.0, spectra, np.nan))]
         if not todo.size:
             break
         theta[todo], archetype[todo] = _draw_theta(rng, z[todo], m_i[todo], lib)

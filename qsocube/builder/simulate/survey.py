@@ -55,10 +55,9 @@ SURVEY_NAME = layout.SURVEY_RECORD
 SPECTRA_DIR = layout.SURVEY_SPECTRA_DIR
 
 
-GENERATOR = ("qsocube eigenspectra survey 4: quasar eigenspectra learned from real SDSS "
-             "quasars (their fitted spread, strong lines kept in emission), empirical BOSS "
-             "instrument (15% of spectra with the SDSS-I/II wavelength range), labelled "
-             "contaminants")
+GENERATOR = ("qsocube eigenspectra survey 3: quasar eigenspectra learned from real SDSS "
+             "quasars (their fitted spread), empirical BOSS instrument (15% of spectra with "
+             "the SDSS-I/II wavelength range), labelled contaminants")
 
 print_to_stderr = say  # the default progress sink: one line on stderr
 
