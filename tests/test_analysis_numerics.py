@@ -139,3 +139,17 @@ def test_rejections_are_counted_by_code_or_by_text_without_codes():
     assert rejection_kinds(codes, texts) == [("low_snr", 2), ("low_coverage", 1)]
     assert rejection_kinds(None, texts[:2]) == [(texts[0], 1), (texts[1], 1)]
     assert rejection_kinds(np.array([], np.uint8), []) == []
+
+
+def test_the_report_states_the_simulators_mean_auc_when_recorded():
+    from qsocube.analysis.report import simulation_section
+
+    fidelity = {"real_held_out_encoded": 91, "two_sample": {"auc": 0.704}, "by_redshift": []}
+    record = {"generator": "survey", "counts": {}, "fidelity": fidelity}
+    alone = simulation_section(record)
+    assert "0.704" in alone and "fresh surveys" not in alone
+    fidelity["two_sample_fresh_surveys"] = {"n_quasars": 5000, "mean_auc": 0.714,
+                                            "sd_auc": 0.021, "surveys": [{}] * 6}
+    both = simulation_section(record)
+    assert "on 6 fresh surveys of 5000 quasars" in both and "0.714 &plusmn; 0.021" in both
+    assert "No fidelity figures" in simulation_section({"generator": "survey"})

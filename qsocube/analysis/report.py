@@ -107,6 +107,17 @@ def summary_section(summary: dict) -> str:
         ["item", "value"], [[k, str(v)] for k, v in rows], left=2) + listing
 
 
+def fresh_surveys_clause(fidelity: dict) -> str:
+    """", and ... on N fresh surveys" when the record holds the simulator's mean AUC."""
+    fresh = fidelity.get("two_sample_fresh_surveys")
+    if not fresh or not fresh.get("surveys"):
+        return ""
+    spread = f" &plusmn; {fmt(fresh['sd_auc'])}" if fresh.get("sd_auc") is not None else ""
+    return (f"; on {len(fresh['surveys'])} fresh surveys of {fresh['n_quasars']} quasars "
+            f"(which simulated spectra a survey offers as matches moves it), "
+            f"{fmt(fresh['mean_auc'])}{spread} on average")
+
+
 def simulation_section(record: dict | None) -> str:
     """What generated a simulated release's input, and how it compares with real quasars."""
     if not record:
@@ -129,7 +140,7 @@ def simulation_section(record: dict | None) -> str:
              f"{fidelity.get('real_held_out_encoded', '?')} real SDSS quasars held out of every "
              "fit): a classifier telling real from simulated spectra at matched redshift and "
              f"S/N reaches a cross-validated AUC of {fmt(auc.get('auc'))} (0.5 = "
-             "indistinguishable).</p>")
+             f"indistinguishable){fresh_surveys_clause(fidelity)}.</p>")
     by_z = fidelity.get("by_redshift", [])
     html += table(["redshift", "real quasars (S/N >= 10)", "chi2 real / simulated",
                    "latent-redshift share"],
