@@ -72,6 +72,27 @@ def test_bad_rows_are_flagged_and_do_not_disturb_the_good_ones(pair, encoder) ->
     assert result.reason[0] == "" and len(result) == 6
 
 
+def test_a_batch_in_pieces_on_threads_gives_what_one_piece_gives(pair) -> None:
+    from qsocube.inference.encoder import MIN_ROWS_PER_THREAD
+
+    n = 3 * MIN_ROWS_PER_THREAD + 7  # three pieces, uneven
+    flux, ivar = draw(np.random.default_rng(9), pair, n)
+    ivar[::97] = 0  # rejected rows scattered through every piece
+    flux[5::101] = -np.abs(flux[5::101])
+    z = np.random.default_rng(9).uniform(0.5, 3.0, n)
+    one = Encoder(pair.encoder, threads=1).encode(flux, ivar, z=z)
+    threaded = Encoder(pair.encoder, threads=3)
+    assert threaded._pieces(n) == 3
+    pieces = threaded.encode(flux, ivar, z=z)
+    for field in ("flag", "reason", "source", "covered_fraction"):
+        np.testing.assert_array_equal(getattr(pieces, field), getattr(one, field))
+    assert (one.flag != OK).sum() >= 10
+    for field in ("latent_mean", "latent_logvar", "recon_mse", "recon_chi2", "recon_score",
+                  "density_score", "redshift_score", "anomaly_score"):
+        np.testing.assert_allclose(getattr(pieces, field), getattr(one, field), rtol=1e-5,
+                                   atol=1e-6, equal_nan=True)
+
+
 def test_anomaly_score_is_a_calibrated_percentile(pair, encoder) -> None:
     rng = np.random.default_rng(3)
     held_out = encoder.encode(*draw(rng, pair, 1000)).anomaly_score

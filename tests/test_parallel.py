@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from qsocube.core.parallel import default_processes, ordered_map, processes_for
+from qsocube.core.parallel import default_processes, ordered_map, processes_for, threaded_map
 
 
 def offset_square(item: int, offset: int, table: dict) -> tuple[int, int, int]:
@@ -62,3 +62,25 @@ def test_at_most_a_window_of_items_is_taken_ahead_of_the_results(processes: int)
         assert result[0] == (count - 1) ** 2
         assert len(taken) - count <= 3
     assert len(taken) == 40
+
+
+def test_threaded_map_keeps_order_and_raises_the_items_error():
+    import threading
+    import time
+
+    seen = set()
+
+    def slow_first(item: int) -> int:
+        seen.add(threading.get_ident())
+        time.sleep(0.05 if item == 0 else 0.0)
+        if item == 7:
+            raise ValueError("item 7")
+        return item * item
+
+    assert threaded_map(slow_first, range(5), threads=3) == [0, 1, 4, 9, 16]
+    assert len(seen) > 1  # the items ran on threads of their own
+    with pytest.raises(ValueError, match="item 7"):
+        threaded_map(slow_first, range(9), threads=2)
+    seen.clear()
+    assert threaded_map(slow_first, [2, 3], threads=1) == [4, 9]
+    assert seen == {threading.get_ident()}  # one thread: here

@@ -9,9 +9,11 @@ Local processes are started with ``forkserver`` (never ``fork``: the caller may 
 run onnxruntime or HDF5 threads). The shared arguments (a catalogue table, the grid,
 the configuration) go to each process once, when it starts, not with every task.
 
-This is the one home of process pools and Dask task loops: ``ordered_map`` for partitions
-whose results come back in order (build, encode), and ``local_pool``/``dask_pool`` with
-``keep_busy`` for work whose next task depends on finished ones (the lambda searches).
+This is the one home of process pools, thread pools and Dask task loops: ``ordered_map``
+for partitions whose results come back in order (build, encode), ``threaded_map`` for
+pieces of one in-memory batch (numpy and onnxruntime release the GIL), and
+``local_pool``/``dask_pool`` with ``keep_busy`` for work whose next task depends on
+finished ones (the lambda searches).
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from typing import Any
 
 MAX_DEFAULT_PROCESSES = 8
@@ -46,6 +55,19 @@ def processes_for(requested: int, partitions: int) -> int:
     """Local processes worth starting for ``partitions``: none beyond one per partition, and
     none at all (1: run here) for a single partition, where starting them costs more."""
     return max(1, min(requested, partitions)) if partitions > 1 else 1
+
+
+def threaded_map(func: Callable[[Any], Any], items: Iterable[Any], threads: int) -> list[Any]:
+    """``func(item)`` for each item on up to ``threads`` threads of this process, in order.
+
+    For pieces of a batch whose work is numpy and onnxruntime calls, which release the GIL
+    (one piece per core); with one thread or one item, here.
+    """
+    items = list(items)
+    if threads <= 1 or len(items) <= 1:
+        return [func(item) for item in items]
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        return list(pool.map(func, items))
 
 
 def ordered_map(func: Callable[..., Any], items: Iterable[Any], *args: Any,

@@ -136,14 +136,22 @@ class ModelPair:
     encoder_input: str = "u"  # "u": the graph takes asinh(x); "x": it transforms x itself
     _single: dict[str, ort.InferenceSession] | None = None
 
-    def session(self, role: str, rows: int) -> ort.InferenceSession:
-        """The session to run ``rows`` rows through ("encoder" or "decoder")."""
-        if rows >= SMALL_BATCH or self.threads == 1:
+    def session(self, role: str, rows: int, single: bool = False) -> ort.InferenceSession:
+        """The session to run ``rows`` rows through ("encoder" or "decoder"); ``single``:
+        one on a single thread (for pieces of a batch run on threads of their own)."""
+        if not single and (rows >= SMALL_BATCH or self.threads == 1):
             return self.encoder if role == "encoder" else self.decoder
+        return self.single_sessions()[role]
+
+    def single_sessions(self) -> dict[str, ort.InferenceSession]:
+        """The single-threaded pair, opened on first use (call it before starting threads:
+        sessions run concurrently, but opening them is not guarded)."""
         if self._single is None:
-            self._single = {"encoder": open_session(self.encoder_path, 1),
-                            "decoder": open_session(self.decoder_path, 1)}
-        return self._single[role]
+            self._single = ({"encoder": self.encoder, "decoder": self.decoder}
+                            if self.threads == 1 else
+                            {"encoder": open_session(self.encoder_path, 1),
+                             "decoder": open_session(self.decoder_path, 1)})
+        return self._single
 
 
 def load_pair(encoder_path: str | Path, threads: int | None = None) -> ModelPair:
