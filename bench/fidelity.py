@@ -17,10 +17,11 @@ through the product's own reader, resampling and encoder, like a user's.
    5-fold cross-validated AUC, a real quasar and its matches always in the same fold, and
    so are real quasars that share a match (``shared_match_groups``). 0.5 =
    indistinguishable; the larger of the two classifiers' AUCs is the figure. Which
-   simulated spectra a survey offers as matches moves it by ~0.04, so ``--surveys N``
-   (6 in `make bench`'s full size) repeats the test on N fresh surveys of the default
-   profile's size (the profile's seed + 1 ... + N; simulated and built, no models, about a
-   minute each) and reports their mean: the simulator's figure, beside the release's.
+   simulated spectra a survey offers as matches moves it (sd 0.02, 0.69-0.75 over six
+   surveys of survey 3), so ``--surveys N`` (6 in `make bench`'s full size) repeats the
+   test on N fresh surveys of the default profile's size (the profile's seed + 1 ... + N;
+   simulated and built, no models, about a minute each) and reports their mean: the
+   simulator's figure, beside the release's.
 2. **Composites**: median rest-frame stacks by redshift bin, real and simulated, against
    Vanden Berk et al. (2001) and Harris et al. (2016): the mean |stack / composite - 1|
    over line and continuum windows.
@@ -196,7 +197,7 @@ def matched_two_sample(real: dict[str, np.ndarray], sim: dict[str, np.ndarray]) 
 def simulator_two_sample(real: dict[str, np.ndarray], seeds: list[int], n: int,
                          folder: Path) -> dict:
     """The same two-sample test on fresh surveys of the default profile's size (simulated
-    and built, no models): one survey's matched spectra move the AUC by ~0.04, so the
+    and built, no models): one survey's matched spectra move the AUC (sd ~0.02), so the
     simulator is judged by the mean over several."""
     from qsocube.builder.build import build_cube
     from qsocube.builder.simulate import simulate_survey

@@ -127,6 +127,7 @@ class Encoder:
         return self._latent(x, single=False)
 
     def reconstruct(self, z: np.ndarray) -> np.ndarray:
+        """The decoder's reconstructions x_hat (n, n_pix) of latent codes z (n, L)."""
         return self._reconstruct(z, single=False)
 
     def _latent(self, x: np.ndarray, single: bool) -> tuple[np.ndarray, np.ndarray]:
