@@ -108,7 +108,8 @@ def summary_section(summary: dict) -> str:
 
 
 def fresh_surveys_clause(fidelity: dict) -> str:
-    """", and ... on N fresh surveys" when the record holds the simulator's mean AUC."""
+    """The clause "; on N fresh surveys ..., mean +- sd on average" when the fidelity
+    record holds the simulator's mean two-sample AUC, else nothing."""
     fresh = fidelity.get("two_sample_fresh_surveys")
     if not fresh or not fresh.get("surveys"):
         return ""
