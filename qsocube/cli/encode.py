@@ -52,8 +52,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="spectra per batch (and per Dask task); memory grows with it "
                              f"(default {defaults.BATCH_SIZE})")
     parser.add_argument("--threads", type=options.integer(1), default=None,
-                        help="onnxruntime threads (default: the cores available, at most 8; "
-                             "1 per task on Dask workers)")
+                        help="threads for the models and scores: onnxruntime's, and the "
+                             "pieces a batch of 512 or more is scored in (default: the cores "
+                             "available, at most 8; 1 per task on Dask workers)")
     options.add_processes(parser, "read and resample the inputs")
     parser.add_argument("--min-covered-fraction", type=options.fraction_type,
                         default=defaults.MIN_COVERED_FRACTION,

@@ -98,7 +98,9 @@ class Encoder:
     """A release's encoder and its decoder, checked against this software's preprocessing.
 
     ``model`` is the ``*_encoder.onnx`` file; the decoder named in its metadata must be
-    beside it. ``threads`` defaults to the cores this process may use (at most 8).
+    beside it. ``threads`` defaults to the cores this process may use (at most 8): the
+    graphs' onnxruntime threads, and the pieces a batch of ``MIN_ROWS_PER_THREAD`` rows per
+    thread or more is worked on in, each on a thread of its own.
     """
 
     def __init__(self, model: str | Path, threads: int | None = None,
