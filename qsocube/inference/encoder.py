@@ -173,19 +173,18 @@ class Encoder:
     def encode_batch(self, batch: Batch) -> Encoded:
         """Encode the usable rows of a batch; rejected rows get NaN results. A large batch
         is worked on in pieces, one per thread (``MIN_ROWS_PER_THREAD``)."""
-        usable = np.flatnonzero(batch.flag == Rejection.ok)
-        return self._encode(batch, self._pieces(len(usable)), single=False)
+        return self._encode(batch, None, single=False)
 
-    def _encode(self, batch: Batch, pieces: int, single: bool) -> Encoded:
-        """``batch``'s results, its usable rows in ``pieces`` on as many threads (each on
-        single-threaded sessions), or here on ``single``-threaded sessions or not."""
+    def _encode(self, batch: Batch, pieces: int | None, single: bool) -> Encoded:
+        """``batch``'s results, its usable rows in ``pieces`` (None: ``_pieces``) on as
+        many threads (each on single-threaded sessions), or here on ``single``-threaded
+        sessions or not."""
         n, size = len(batch), self.latent_size
         usable = np.flatnonzero(batch.flag == Rejection.ok)
+        pieces = self._pieces(len(usable)) if pieces is None else pieces
         mean = np.full((n, size), np.nan, np.float32)
         logvar = mean.copy()
         columns = [mean, logvar, *(np.full(n, np.nan, np.float32) for _ in range(6))]
-        if pieces > 1:
-            self.pair.single_sessions()
         rows_of = np.array_split(usable, pieces) if len(usable) else []
         results = threaded_map(lambda rows: self._results(
             batch.x[rows], batch.w[rows], batch.ids["Z"][rows], single or pieces > 1),
@@ -223,8 +222,6 @@ class Encoder:
             block = np.arange(lo, min(lo + batch_size, len(flux)))
             pieces = [slice(r[0], r[-1] + 1) for r in np.array_split(
                 block, self._pieces(len(block)))]
-            if len(pieces) > 1:
-                self.pair.single_sessions()
             parts += threaded_map(partial(self._encode_arrays, flux, ivar, mask, norm, z,
                                           names, single=len(pieces) > 1), pieces, len(pieces))
         return Encoded.concat(parts)

@@ -8,7 +8,8 @@ and exit 2 before touching any input.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,7 @@ class ModelPair:
     threads: int = 1
     encoder_input: str = "u"  # "u": the graph takes asinh(x); "x": it transforms x itself
     _single: dict[str, ort.InferenceSession] | None = None
+    _opening: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def session(self, role: str, rows: int, single: bool = False) -> ort.InferenceSession:
         """The session to run ``rows`` rows through ("encoder" or "decoder"); ``single``:
@@ -144,13 +146,14 @@ class ModelPair:
         return self.single_sessions()[role]
 
     def single_sessions(self) -> dict[str, ort.InferenceSession]:
-        """The single-threaded pair, opened on first use (call it before starting threads:
-        sessions run concurrently, but opening them is not guarded)."""
-        if self._single is None:
-            self._single = ({"encoder": self.encoder, "decoder": self.decoder}
-                            if self.threads == 1 else
-                            {"encoder": open_session(self.encoder_path, 1),
-                             "decoder": open_session(self.decoder_path, 1)})
+        """The single-threaded pair, opened once on first use, by whichever thread asks
+        first (the pieces of a batch ask at once)."""
+        with self._opening:
+            if self._single is None:
+                self._single = ({"encoder": self.encoder, "decoder": self.decoder}
+                                if self.threads == 1 else
+                                {"encoder": open_session(self.encoder_path, 1),
+                                 "decoder": open_session(self.decoder_path, 1)})
         return self._single
 
 
