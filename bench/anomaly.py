@@ -50,6 +50,8 @@ LATENT = 9
 SN_BANDS = ((10.0, 1e9), (3.0, 10.0))
 SURVEY_SIZE, SURVEY_SEED = 3000, 20260  # the fresh survey of contaminants: not the release's seed
 TRAIN, VALIDATION, TEST = 0, 1, 2
+# BALs of every redshift: a third have their troughs off the spectrum, so not judged
+REPORTED_ONLY = "BAL quasar, any redshift"
 
 
 def measured_sn(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -188,7 +190,8 @@ def detection_kinds(object_class: np.ndarray, artefact: np.ndarray, is_bal: np.n
     troughs lie on the spectrum, DR16Q's C IV search range (``BAL_Z_RANGE``: below z =
     1.57 the troughs fall blueward of 3625 A), against the normal non-BAL quasars of the
     same range, so that redshift does not stand in for the troughs; BALs at every
-    redshift, against every normal quasar, as the score was first judged.
+    redshift (``REPORTED_ONLY``), against every normal non-BAL quasar, as the score was
+    first judged.
     """
     from qsocube.builder.simulate.population import BAL_Z_RANGE
     from qsocube.core.anomaly import normal_quasars
@@ -202,7 +205,7 @@ def detection_kinds(object_class: np.ndarray, artefact: np.ndarray, is_bal: np.n
     kinds = {"star": (labels == "STAR", reference), "galaxy": (labels == "GALAXY", reference),
              "BAL quasar, troughs on the spectrum (1.57 <= z <= 5.6)":
                  (normal & is_bal & searched, reference & searched),
-             "BAL quasar, any redshift": (normal & is_bal, reference)}
+             REPORTED_ONLY: (normal & is_bal, reference)}
     for name in sorted(set(artefacts) - {"none"}):
         kinds[f"artefact: {name}"] = (artefacts == name, reference)
     return kinds
@@ -317,10 +320,7 @@ def run_anomaly(release: Path, shared: Path | None, latent: int = LATENT, seed: 
     calibrated = [c["anomaly_score"] for c in result["calibration"] if c["n_spectra"] >= 100]
     new_plates = [c["anomaly_score"] for c in result["calibration_fresh_survey"]
                   if c["n_spectra"] >= 100]
-    # BALs at any redshift are reported, not judged: a third of them have their troughs
-    # off the spectrum
-    judged = [d for d in result["detection"] if d["n"] >= 10
-              and d["kind"] != "BAL quasar, any redshift"]
+    judged = [d for d in result["detection"] if d["n"] >= 10 and d["kind"] != REPORTED_ONLY]
 
     targets = {
         "calibration: 1% +- 0.5% above 0.99 at every S/N (>= 100 spectra)":
